@@ -73,6 +73,7 @@ type PoolEntry struct {
 	ID            string
 	Pool          string
 	Status        State
+	Host          string
 	LastHeartbeat time.Time
 }
 
