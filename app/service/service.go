@@ -147,3 +147,11 @@ func (s *Service) Record(ctx context.Context, e fleet.AuditEntry) {
 	}
 	s.audit(ctx, e)
 }
+
+// RejectHeartbeat counts a heartbeat that the web layer could not decode.
+func (s *Service) RejectHeartbeat(field string) {
+	if field == "" {
+		field = "body"
+	}
+	s.observer.HeartbeatRejected(field)
+}

@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/verifier/controlplane/app/config"
+)
+
+// openRedis returns a universal client for the configured addresses: one
+// address is a standalone server, several are Cluster seeds, or Sentinels
+// when a master name is set. With no address it starts miniredis in process,
+// which keeps nothing across restarts; stop must be called on shutdown.
+func openRedis(cfg config.Config, log *slog.Logger) (client goredis.UniversalClient, stop func(), err error) {
+	addrs := cfg.RedisAddrs
+	stop = func() {}
+	if len(addrs) == 0 {
+		mr := miniredis.NewMiniRedis()
+		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, nil, fmt.Errorf("start embedded redis: %w", err)
+		}
+		log.Warn("REDIS_ADDR is not set: using an embedded in-process Redis; state is not durable and is lost on restart", "addr", mr.Addr())
+		addrs = []string{mr.Addr()}
+		stop = mr.Close
+	}
+	client = goredis.NewUniversalClient(&goredis.UniversalOptions{
+		Addrs:      addrs,
+		Password:   cfg.RedisPassword,
+		DB:         cfg.RedisDB,
+		MasterName: cfg.RedisMasterName,
+		PoolSize:   cfg.RedisPoolSize,
+		// Every call is bounded so a stalled Redis fails fast instead of
+		// piling up requests; go-redis also stops dialling after PoolSize
+		// failed dials in a row and retries in the background.
+		DialTimeout:           time.Second,
+		ReadTimeout:           cfg.RedisTimeout,
+		WriteTimeout:          cfg.RedisTimeout,
+		PoolTimeout:           cfg.RedisTimeout,
+		ContextTimeoutEnabled: true,
+		// No automatic retries: a heartbeat that fails is retried by the
+		// worker after Retry-After, which keeps the load bounded.
+		MaxRetries: -1,
+	})
+	return client, stop, nil
+}
