@@ -19,6 +19,7 @@ import (
 	"github.com/verifier/controlplane/app/redis"
 	"github.com/verifier/controlplane/app/service"
 	"github.com/verifier/controlplane/app/web"
+	"github.com/verifier/controlplane/static"
 )
 
 // shutdownTimeout bounds how long in-flight requests may take to finish.
@@ -52,10 +53,23 @@ func Serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}, m, time.Now, log)
 	reg.MustRegister(metrics.NewFleetCollector(svc.Pools, cfg.MetricsMaxPools, 2*cfg.RedisTimeout))
 
+	assets, err := static.New()
+	if err != nil {
+		return fmt.Errorf("load embedded assets: %w", err)
+	}
+	ui := web.NewUI(svc, assets, cfg.Token)
+	hub := web.NewHub(ui, rdb, web.HubOptions{}, m, log)
+	ui.SetHub(hub)
+
 	srv := web.New(web.Deps{
 		Service: svc, Store: store, Metrics: m, Gatherer: reg, Token: cfg.Token, Log: log,
-		RetryAfter: int(cfg.HeartbeatInterval / time.Second),
+		RetryAfter: int(cfg.HeartbeatInterval / time.Second), UI: ui,
 	})
+
+	loops, stopLoops := context.WithCancel(context.Background())
+	defer stopLoops()
+	hubDone := make(chan struct{})
+	go func() { hub.Run(loops); close(hubDone) }()
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -74,6 +88,11 @@ func Serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 
 	log.Info("shutting down: readiness off")
 	srv.StartDraining()
+	// End the event streams first: they would hold the HTTP server open,
+	// and their clients reconnect to another replica.
+	stopLoops()
+	<-hubDone
+	log.Info("event streams closed")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.Canceled) {

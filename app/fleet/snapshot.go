@@ -52,3 +52,13 @@ func CounterDelta(prev, cur float64) float64 {
 	}
 	return cur - prev
 }
+
+// FleetRates is the fleet's jobs over the sampler's last window: the sum of
+// every worker's counter growth, so the error rate is over recent jobs, not
+// over each worker's lifetime.
+type FleetRates struct {
+	Processed float64
+	Failed    float64
+	Window    time.Duration
+	At        time.Time // when the window ended
+}

@@ -1,5 +1,7 @@
 package redis
 
+import "strconv"
+
 // Key names. Other tools read the fixed ones, so they never change. The Redis
 // type of each key is given beside it; README.md has the same table.
 
@@ -26,7 +28,15 @@ const (
 	// searching and counting read two keys instead of every worker's.
 	indexKey = "workers:index" // hash: worker id -> "<pool> <status> <host>"
 	auditKey = "audit:log"     // list: JSON audit entries, newest first, capped
+	// fleetRatesKey holds the fleet's job counts over the last sampling
+	// window, written by the scheduler's sampler.
+	fleetRatesKey = "stats:fleet_rates" // hash: processed, failed, window_ms, at_ms
 	// EventsChannel is the pub/sub channel on which every replica announces
 	// changes; each message is "worker:<id>", "pool:<name>" or a topic name.
 	EventsChannel = "controlplane:events"
 )
+
+// heartbeatsPerMinuteKey counts heartbeats received in one minute.
+func heartbeatsPerMinuteKey(minute int64) string { // string: counter, expires after 5 minutes
+	return "stats:heartbeats:" + strconv.FormatInt(minute, 10)
+}

@@ -122,6 +122,9 @@ func (s *Store) Heartbeat(ctx context.Context, hb *fleet.Heartbeat) (fleet.State
 		p.ZAdd(ctx, activeKey, goredis.Z{Score: float64(now), Member: id})
 		p.SAdd(ctx, poolsKey, hb.Pool)
 		p.HSet(ctx, indexKey, id, hb.Pool+" "+string(hb.Status)+" "+hb.Host)
+		minute := heartbeatsPerMinuteKey(now / 60_000)
+		p.Incr(ctx, minute)
+		p.Expire(ctx, minute, 5*time.Minute)
 		p.Publish(ctx, EventsChannel, "worker:"+id)
 		desired = p.Get(ctx, desiredKey(id))
 		return nil
@@ -469,4 +472,50 @@ func isUnavailable(err error) bool {
 	// Timeouts, refused connections, pool exhaustion and closed
 	// connections: everything that is not a Redis reply.
 	return true
+}
+
+// Stats returns the heartbeats received in the last full minute before now
+// and the fleet rates, which are zero before the sampler's first run.
+func (s *Store) Stats(ctx context.Context, now time.Time) (int64, fleet.FleetRates, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+
+	var count *goredis.StringCmd
+	var rates *goredis.MapStringStringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		count = p.Get(ctx, heartbeatsPerMinuteKey(now.UnixMilli()/60_000-1))
+		rates = p.HGetAll(ctx, fleetRatesKey)
+		return nil
+	})
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return 0, fleet.FleetRates{}, wrap("read stats", err)
+	}
+	n, _ := strconv.ParseInt(count.Val(), 10, 64)
+	m := rates.Val()
+	var r fleet.FleetRates
+	r.Processed, _ = strconv.ParseFloat(m["processed"], 64)
+	r.Failed, _ = strconv.ParseFloat(m["failed"], 64)
+	if ms, err := strconv.ParseInt(m["window_ms"], 10, 64); err == nil {
+		r.Window = time.Duration(ms) * time.Millisecond
+	}
+	if ms, err := strconv.ParseInt(m["at_ms"], 10, 64); err == nil {
+		r.At = time.UnixMilli(ms).UTC()
+	}
+	return n, r, nil
+}
+
+// SetFleetRates stores the fleet's job counts over the last window.
+func (s *Store) SetFleetRates(ctx context.Context, r fleet.FleetRates) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	err := s.rdb.HSet(ctx, fleetRatesKey,
+		"processed", strconv.FormatFloat(r.Processed, 'f', -1, 64),
+		"failed", strconv.FormatFloat(r.Failed, 'f', -1, 64),
+		"window_ms", r.Window.Milliseconds(),
+		"at_ms", r.At.UnixMilli(),
+	).Err()
+	if err != nil {
+		return wrap("write fleet rates", err)
+	}
+	return nil
 }

@@ -22,6 +22,7 @@ type Store interface {
 	SetDesired(ctx context.Context, id string, cmd fleet.Command) error
 	AppendAudit(ctx context.Context, e fleet.AuditEntry) error
 	ListAudit(ctx context.Context, workerID string, limit int) ([]fleet.AuditEntry, error)
+	Stats(ctx context.Context, now time.Time) (heartbeatsLastMinute int64, rates fleet.FleetRates, err error)
 }
 
 // AuditSink receives every audit entry besides the store, e.g. MySQL history.

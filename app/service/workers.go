@@ -85,10 +85,28 @@ func (s *Service) ListWorkers(ctx context.Context, f WorkerFilter) (WorkerPage, 
 	if err != nil {
 		return WorkerPage{}, err
 	}
+	ids, total := s.SelectPage(entries, f)
+	workers, err := s.WorkersByID(ctx, ids)
+	if err != nil {
+		return WorkerPage{}, err
+	}
+	return WorkerPage{Workers: workers, Total: total, Limit: f.Limit, Offset: f.Offset}, nil
+}
 
+// Index returns the index entry of every active worker; callers that build
+// several views from one reading (the event hub) pass it to SelectPage and
+// PoolsFrom.
+func (s *Service) Index(ctx context.Context) ([]fleet.PoolEntry, error) {
+	return s.store.Index(ctx)
+}
+
+// SelectPage filters, sorts and pages index entries with a validated f and
+// returns the ids on the page and the number of matches. entries is not
+// modified.
+func (s *Service) SelectPage(entries []fleet.PoolEntry, f WorkerFilter) (ids []string, total int) {
 	now, grace := s.now(), s.Grace()
-	matched := entries[:0]
 	query := strings.ToLower(f.Query)
+	matched := make([]fleet.PoolEntry, 0, len(entries))
 	for _, e := range entries {
 		stale := fleet.IsStale(e.LastHeartbeat, now, grace)
 		switch {
@@ -103,25 +121,32 @@ func (s *Service) ListWorkers(ctx context.Context, f WorkerFilter) (WorkerPage, 
 	}
 	sortEntries(matched, f.Sort)
 
-	page := WorkerPage{Total: len(matched), Limit: f.Limit, Offset: f.Offset}
 	if f.Offset >= len(matched) {
-		page.Workers = []*fleet.Worker{}
-		return page, nil
+		return []string{}, len(matched)
 	}
 	end := min(f.Offset+f.Limit, len(matched))
-	ids := make([]string, 0, end-f.Offset)
+	ids = make([]string, 0, end-f.Offset)
 	for _, e := range matched[f.Offset:end] {
 		ids = append(ids, e.ID)
 	}
+	return ids, len(matched)
+}
+
+// WorkersByID returns the workers with the given ids, in order, with their
+// derived fields; ids of which nothing is stored are left out.
+func (s *Service) WorkersByID(ctx context.Context, ids []string) ([]*fleet.Worker, error) {
+	if len(ids) == 0 {
+		return []*fleet.Worker{}, nil
+	}
 	workers, err := s.store.Workers(ctx, ids)
 	if err != nil {
-		return WorkerPage{}, err
+		return nil, err
 	}
+	now, grace := s.now(), s.Grace()
 	for _, w := range workers {
 		w.Derive(now, grace)
 	}
-	page.Workers = workers
-	return page, nil
+	return workers, nil
 }
 
 func sortEntries(entries []fleet.PoolEntry, by string) {
@@ -234,6 +259,11 @@ func (s *Service) Pools(ctx context.Context) ([]*fleet.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.PoolsFrom(ctx, entries)
+}
+
+// PoolsFrom returns every known pool counted from index entries.
+func (s *Service) PoolsFrom(ctx context.Context, entries []fleet.PoolEntry) ([]*fleet.Pool, error) {
 	known, desired, err := s.store.PoolState(ctx)
 	if err != nil {
 		return nil, err
@@ -245,6 +275,31 @@ func (s *Service) Pools(ctx context.Context) ([]*fleet.Pool, error) {
 	}
 	sort.Slice(pools, func(i, j int) bool { return pools[i].Name < pools[j].Name })
 	return pools, nil
+}
+
+// FleetSummary is the overview's headline numbers.
+type FleetSummary struct {
+	Live                int
+	ByStatus            map[fleet.State]int
+	Stale               int
+	Pools               int
+	HeartbeatsPerMinute int64
+	Rates               fleet.FleetRates
+}
+
+// Summary totals pools and reads the heartbeat and job rates.
+func (s *Service) Summary(ctx context.Context, pools []*fleet.Pool) (FleetSummary, error) {
+	sum := FleetSummary{ByStatus: map[fleet.State]int{}, Pools: len(pools)}
+	for _, p := range pools {
+		for st, n := range p.ByStatus {
+			sum.ByStatus[st] += n
+			sum.Live += n
+		}
+		sum.Stale += p.Stale
+	}
+	var err error
+	sum.HeartbeatsPerMinute, sum.Rates, err = s.store.Stats(ctx, s.now())
+	return sum, err
 }
 
 // Pool returns one pool, or ENOTFOUND.

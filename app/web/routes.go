@@ -9,13 +9,15 @@ const UIPrefix = "/verifier-engine-room"
 func (s *Server) routes() {
 	d := s.deps
 	app := s.app
-	app.Use(s.observe)
+	app.Use(s.observe, securityHeaders)
 
 	// Probes answer without auth and reveal nothing else.
 	app.Get("/healthz", handleHealthz)
 	app.Get("/readyz", s.handleReadyz)
 
-	api := app.Group("/api", requireToken(d.Token, challengeBearer))
+	// Basic credentials work here too, and browsers resend them to
+	// cross-site forms, so the CSRF guard covers the API as well.
+	api := app.Group("/api", requireToken(d.Token, challengeBearer), csrfGuard(CSRFToken(d.Token)))
 	api.Post("/workers/heartbeat", handleHeartbeat(d.Service))
 	api.Get("/workers", handleListWorkers(d.Service))
 	api.Get("/workers/:id", handleGetWorker(d.Service))

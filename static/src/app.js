@@ -19,6 +19,15 @@ htmx.config.includeIndicatorStyles = false;
 htmx.config.allowEval = false;
 htmx.config.allowScriptTags = false;
 
+// The server answers a failed action with a message fragment and
+// HX-Retarget (the flash area, or the form's own row for a validation
+// error), so error responses are swapped like successful ones. 204 keeps
+// the page as it is.
+htmx.config.responseHandling = [
+  { code: "204", swap: false },
+  { code: "[2345]..", swap: true, error: false },
+];
+
 // Send the CSRF token from <meta name="csrf-token"> with every request that
 // can change state. The meta element is read on each request so that a
 // token replaced by a swap is picked up.
@@ -42,5 +51,26 @@ document.addEventListener("htmx:sseOpen", () => {
 document.addEventListener("htmx:sseError", () => {
   document.body.dataset.stream = "error";
 });
+
+// Heartbeat ages ("4s ago") count up in the browser, so a row is pushed
+// only when the worker's state changes, not every second.
+function formatAge(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m ago`;
+  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h ago`;
+}
+
+function updateAges() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll("time[data-age]")) {
+    const t = Date.parse(el.getAttribute("datetime"));
+    if (!Number.isNaN(t)) {
+      el.textContent = formatAge((now - t) / 1000);
+    }
+  }
+}
+setInterval(updateAges, 1000);
 
 startCharts();
