@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/verifier/controlplane/app/config"
 	"github.com/verifier/controlplane/app/fleet"
@@ -25,8 +26,7 @@ import (
 // shutdownTimeout bounds how long in-flight requests may take to finish.
 const shutdownTimeout = 10 * time.Second
 
-// Serve runs the control plane until ctx ends, then shuts down in order:
-// readiness off, HTTP server drained, loops stopped, Redis closed.
+// Serve runs the control plane until ctx ends, then shuts it down.
 func Serve(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := config.Load(getenv)
 	if err != nil {
@@ -34,72 +34,123 @@ func Serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 	}
 	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 
-	rdb, stopEmbedded, err := openRedis(cfg, log)
+	app, err := Start(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer stopEmbedded()
-	defer rdb.Close()
-
-	store := redis.New(rdb, redis.Options{WorkerTTL: cfg.WorkerRetention, Timeout: cfg.RedisTimeout})
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
-
-	settings := func() fleet.Settings { return settingsFromConfig(cfg) }
-	svc := service.New(store, settings, service.Options{
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		MaxDesiredCount:   cfg.MaxDesiredCount,
-	}, m, time.Now, log)
-	reg.MustRegister(metrics.NewFleetCollector(svc.Pools, cfg.MetricsMaxPools, 2*cfg.RedisTimeout))
-
-	assets, err := static.New()
-	if err != nil {
-		return fmt.Errorf("load embedded assets: %w", err)
-	}
-	ui := web.NewUI(svc, assets, cfg.Token)
-	hub := web.NewHub(ui, rdb, web.HubOptions{}, m, log)
-	ui.SetHub(hub)
-
-	srv := web.New(web.Deps{
-		Service: svc, Store: store, Metrics: m, Gatherer: reg, Token: cfg.Token, Log: log,
-		RetryAfter: int(cfg.HeartbeatInterval / time.Second), UI: ui,
-	})
-
-	loops, stopLoops := context.WithCancel(context.Background())
-	defer stopLoops()
-	hubDone := make(chan struct{})
-	go func() { hub.Run(loops); close(hubDone) }()
-
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
-	}
-	announce(stdout, log, cfg, ln.Addr())
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.App().Listener(ln) }()
+	announce(stdout, log, cfg, app.Addr())
 
 	select {
-	case err := <-serveErr:
+	case err := <-app.serveErr:
+		app.Shutdown(context.Background())
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-
-	log.Info("shutting down: readiness off")
-	srv.StartDraining()
-	// End the event streams first: they would hold the HTTP server open,
-	// and their clients reconnect to another replica.
-	stopLoops()
-	<-hubDone
-	log.Info("event streams closed")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.Canceled) {
-		log.Warn("http server did not drain in time", "timeout", shutdownTimeout, "err", err)
-	}
-	log.Info("http server stopped")
+	app.Shutdown(context.Background())
 	return nil
+}
+
+// App is one running replica of the control plane.
+type App struct {
+	Config   config.Config
+	Service  *service.Service
+	Store    *redis.Store
+	Redis    goredis.UniversalClient
+	Server   *web.Server
+	Hub      *web.Hub
+	Metrics  *metrics.Metrics
+	Registry *prometheus.Registry
+
+	log          *slog.Logger
+	ln           net.Listener
+	serveErr     chan error
+	stopLoops    context.CancelFunc
+	loopsDone    chan struct{}
+	stopEmbedded func()
+}
+
+// Start builds every dependency, listens on cfg.HTTPAddr and starts the
+// background loops. Shutdown stops them.
+func Start(cfg config.Config, log *slog.Logger) (*App, error) {
+	rdb, stopEmbedded, err := openRedis(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &App{Config: cfg, Redis: rdb, log: log, stopEmbedded: stopEmbedded, serveErr: make(chan error, 1)}
+
+	a.Store = redis.New(rdb, redis.Options{WorkerTTL: cfg.WorkerRetention, Timeout: cfg.RedisTimeout})
+	a.Registry = prometheus.NewRegistry()
+	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.Metrics = metrics.New(a.Registry)
+
+	settings := func() fleet.Settings { return settingsFromConfig(cfg) }
+	a.Service = service.New(a.Store, settings, service.Options{
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		MaxDesiredCount:   cfg.MaxDesiredCount,
+	}, a.Metrics, time.Now, log)
+	a.Registry.MustRegister(metrics.NewFleetCollector(a.Service.Pools, cfg.MetricsMaxPools, 2*cfg.RedisTimeout))
+
+	assets, err := static.New()
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("load embedded assets: %w", err)
+	}
+	ui := web.NewUI(a.Service, assets, cfg.Token)
+	a.Hub = web.NewHub(ui, rdb, web.HubOptions{}, a.Metrics, log)
+	ui.SetHub(a.Hub)
+	a.Server = web.New(web.Deps{
+		Service: a.Service, Store: a.Store, Metrics: a.Metrics, Gatherer: a.Registry, Token: cfg.Token, Log: log,
+		RetryAfter: int(cfg.HeartbeatInterval / time.Second), UI: ui,
+	})
+
+	a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		a.close()
+		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	go func() { a.serveErr <- a.Server.App().Listener(a.ln) }()
+
+	loops, stop := context.WithCancel(context.Background())
+	a.stopLoops, a.loopsDone = stop, make(chan struct{})
+	go func() {
+		a.Hub.Run(loops)
+		close(a.loopsDone)
+	}()
+	return a, nil
+}
+
+// Addr returns the address the server listens on.
+func (a *App) Addr() net.Addr { return a.ln.Addr() }
+
+// URL returns the server's base URL on the loopback interface.
+func (a *App) URL() string {
+	_, port, _ := net.SplitHostPort(a.ln.Addr().String())
+	return "http://127.0.0.1:" + port
+}
+
+// Shutdown stops the replica in order: readiness off, event streams ended
+// (their browsers reconnect elsewhere), in-flight requests finished within
+// shutdownTimeout, loops stopped, Redis closed.
+func (a *App) Shutdown(ctx context.Context) {
+	a.log.Info("shutting down: readiness off")
+	a.Server.StartDraining()
+	a.stopLoops()
+	<-a.loopsDone
+	a.log.Info("event streams closed, background loops stopped")
+
+	ctx, cancel := context.WithTimeout(ctx, shutdownTimeout)
+	defer cancel()
+	if err := a.Server.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		a.log.Warn("http server did not drain in time", "timeout", shutdownTimeout, "err", err)
+	}
+	a.log.Info("http server stopped")
+	a.close()
+	a.log.Info("redis closed")
+}
+
+func (a *App) close() {
+	a.Redis.Close()
+	a.stopEmbedded()
 }
 
 // announce prints where the dashboard is and, for a generated token, the
