@@ -8,17 +8,21 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/verifier/controlplane/app/alert"
 	"github.com/verifier/controlplane/app/config"
 	"github.com/verifier/controlplane/app/fleet"
 	"github.com/verifier/controlplane/app/metrics"
 	"github.com/verifier/controlplane/app/redis"
+	"github.com/verifier/controlplane/app/scheduler"
 	"github.com/verifier/controlplane/app/service"
+	"github.com/verifier/controlplane/app/settings"
 	"github.com/verifier/controlplane/app/web"
 	"github.com/verifier/controlplane/static"
 )
@@ -60,6 +64,12 @@ type App struct {
 	Hub      *web.Hub
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
+	Settings *settings.Runtime
+	Alerts   *alert.Engine
+	// Scheduler runs the periodic jobs while this replica holds the lock.
+	Scheduler *scheduler.Scheduler
+	Channels  Channels
+	dispatch  *alert.Dispatcher
 
 	log          *slog.Logger
 	ln           net.Listener
@@ -83,12 +93,29 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 	a.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.Metrics = metrics.New(a.Registry)
 
-	settings := func() fleet.Settings { return settingsFromConfig(cfg) }
-	a.Service = service.New(a.Store, settings, service.Options{
+	a.Settings = settings.New(settingsFromConfig(cfg), cfg.HeartbeatInterval, a.Store)
+	if err := a.Settings.Reload(context.Background()); err != nil {
+		log.Warn("runtime settings not loaded; the environment's values are in force until the next reload", "err", err)
+	}
+	a.Service = service.New(a.Store, a.Settings.Current, service.Options{
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxDesiredCount:   cfg.MaxDesiredCount,
 	}, a.Metrics, time.Now, log)
 	a.Registry.MustRegister(metrics.NewFleetCollector(a.Service.Pools, cfg.MetricsMaxPools, 2*cfg.RedisTimeout))
+
+	a.Channels, err = newChannels(cfg, a.Registry, log)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.dispatch = alert.NewDispatcher(a.Channels.Senders, log)
+	a.Alerts = alert.NewEngine(a.Store, a.Service, a.Settings.Current, a.dispatch, alert.Options{
+		HeartbeatInterval: cfg.HeartbeatInterval, WorkerRetention: cfg.WorkerRetention, PublicURL: cfg.PublicURL,
+	}, time.Now, log)
+	a.Scheduler = scheduler.New(a.Store, replicaID(), []scheduler.Job{
+		{Name: "alert check", Every: func() time.Duration { return a.Settings.Current().CheckInterval }, Run: a.Alerts.Check},
+		{Name: "housekeeping", Every: func() time.Duration { return time.Minute }, Run: a.Alerts.Housekeep},
+	}, scheduler.Options{}, log)
 
 	assets, err := static.New()
 	if err != nil {
@@ -112,10 +139,12 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 
 	loops, stop := context.WithCancel(context.Background())
 	a.stopLoops, a.loopsDone = stop, make(chan struct{})
-	go func() {
-		a.Hub.Run(loops)
-		close(a.loopsDone)
-	}()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); a.Hub.Run(loops) }()
+	go func() { defer wg.Done(); a.Settings.Run(loops, nil) }()
+	go func() { defer wg.Done(); a.Scheduler.Run(loops) }()
+	go func() { wg.Wait(); close(a.loopsDone) }()
 	return a, nil
 }
 
@@ -136,7 +165,12 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.Server.StartDraining()
 	a.stopLoops()
 	<-a.loopsDone
-	a.log.Info("event streams closed, background loops stopped")
+	a.log.Info("event streams closed, background loops stopped, scheduler lock released")
+	// Give queued notifications a moment; a channel that is still retrying
+	// is cut off rather than holding the shutdown.
+	flushCtx, cancelFlush := context.WithTimeout(ctx, 5*time.Second)
+	a.dispatch.Close(flushCtx)
+	cancelFlush()
 
 	ctx, cancel := context.WithTimeout(ctx, shutdownTimeout)
 	defer cancel()
@@ -151,6 +185,12 @@ func (a *App) Shutdown(ctx context.Context) {
 func (a *App) close() {
 	a.Redis.Close()
 	a.stopEmbedded()
+}
+
+// replicaID names this process in the scheduler lock and the logs.
+func replicaID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), config.NewToken()[:8])
 }
 
 // announce prints where the dashboard is and, for a generated token, the

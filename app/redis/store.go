@@ -155,9 +155,25 @@ func (s *Store) Worker(ctx context.Context, id string) (*fleet.Worker, error) {
 	return ws[0], nil
 }
 
-// Workers returns the workers with the given ids in one round trip, in the
-// same order, leaving out ids of which Redis has nothing.
+// workersChunk is how many workers one pipeline reads, so that reading a
+// whole fleet is several round trips, each within the call timeout.
+const workersChunk = 500
+
+// Workers returns the workers with the given ids, in the same order, leaving
+// out ids of which Redis has nothing. Up to 500 ids cost one round trip.
 func (s *Store) Workers(ctx context.Context, ids []string) ([]*fleet.Worker, error) {
+	out := make([]*fleet.Worker, 0, len(ids))
+	for start := 0; start < len(ids); start += workersChunk {
+		chunk, err := s.workers(ctx, ids[start:min(start+workersChunk, len(ids))])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, chunk...)
+	}
+	return out, nil
+}
+
+func (s *Store) workers(ctx context.Context, ids []string) ([]*fleet.Worker, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 
