@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 	"github.com/verifier/controlplane/app/notify"
 	"github.com/verifier/controlplane/app/notify/email"
 	"github.com/verifier/controlplane/app/notify/slack"
+	"github.com/verifier/controlplane/app/web"
 )
 
 // Channels are the configured notification channels, each wrapped in a
@@ -44,4 +46,23 @@ func newChannels(cfg config.Config, reg prometheus.Registerer, log *slog.Logger)
 		ch.Senders = append(ch.Senders, notify.NewRetrier(n, m, failures))
 	}
 	return ch, nil
+}
+
+func slackDetail(cfg config.Config) string {
+	if cfg.SlackWebhookURL == "" {
+		return "set SLACK_WEBHOOK_URL"
+	}
+	return "webhook " + web.MaskURL(cfg.SlackWebhookURL)
+}
+
+func emailDetail(cfg config.Config) string {
+	s := cfg.SMTP
+	if s.Host == "" {
+		return "set SMTP_HOST, SMTP_FROM and SMTP_TO"
+	}
+	auth := "no authentication"
+	if s.Username != "" {
+		auth = "user " + s.Username + ", password set"
+	}
+	return fmt.Sprintf("%s:%d, TLS %s, %s, from %s to %s", s.Host, s.Port, s.TLS, auth, s.From, strings.Join(s.To, ", "))
 }

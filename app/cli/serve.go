@@ -123,8 +123,19 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("load embedded assets: %w", err)
 	}
 	ui := web.NewUI(a.Service, assets, cfg.Token)
-	a.Hub = web.NewHub(ui, rdb, web.HubOptions{}, a.Metrics, log)
+	reloadSettings := make(chan struct{}, 1)
+	a.Hub = web.NewHub(ui, rdb, web.HubOptions{OnSettings: func() {
+		select {
+		case reloadSettings <- struct{}{}:
+		default: // a reload is already due
+		}
+	}}, a.Metrics, log)
 	ui.SetHub(a.Hub)
+	ui.SetAlerts(a.Alerts)
+	ui.SetSettings(a.Settings, []web.NotifyChannel{
+		{Name: "slack", Notifier: a.Channels.Slack, Detail: slackDetail(cfg)},
+		{Name: "email", Notifier: a.Channels.Email, Detail: emailDetail(cfg)},
+	})
 	a.Server = web.New(web.Deps{
 		Service: a.Service, Store: a.Store, Metrics: a.Metrics, Gatherer: a.Registry, Token: cfg.Token, Log: log,
 		RetryAfter: int(cfg.HeartbeatInterval / time.Second), UI: ui,
@@ -142,7 +153,7 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); a.Hub.Run(loops) }()
-	go func() { defer wg.Done(); a.Settings.Run(loops, nil) }()
+	go func() { defer wg.Done(); a.Settings.Run(loops, reloadSettings) }()
 	go func() { defer wg.Done(); a.Scheduler.Run(loops) }()
 	go func() { wg.Wait(); close(a.loopsDone) }()
 	return a, nil

@@ -30,6 +30,8 @@ type HubOptions struct {
 	// Buffer is how many messages a client may lag behind before it is
 	// dropped. Default 256.
 	Buffer int
+	// OnSettings is called when any replica announces a settings change.
+	OnSettings func()
 }
 
 // View is what one stream's page shows.
@@ -137,6 +139,9 @@ func (h *Hub) receive(ctx context.Context) {
 		case msg, ok := <-ch:
 			if !ok {
 				return
+			}
+			if msg.Payload == "settings" && h.opts.OnSettings != nil {
+				h.opts.OnSettings()
 			}
 			h.mu.Lock()
 			h.pending[msg.Payload] = struct{}{}

@@ -16,17 +16,13 @@ import (
 	"github.com/a-h/templ"
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/verifier/controlplane/app/alert"
 	"github.com/verifier/controlplane/app/fleet"
 	"github.com/verifier/controlplane/app/service"
+	"github.com/verifier/controlplane/app/settings"
 	"github.com/verifier/controlplane/static"
 	"github.com/verifier/controlplane/views"
 )
-
-// AlertsView renders the alerts page's live fragment; the alerts package
-// provides it once alerting is wired.
-type AlertsView interface {
-	Fragment(ctx context.Context) templ.Component
-}
 
 // UI serves the HTMX dashboard under UIPrefix.
 type UI struct {
@@ -34,7 +30,10 @@ type UI struct {
 	assets *static.Assets
 	csrf   string
 	hub    *Hub
-	alerts AlertsView
+	alerts *alert.Engine
+	// settings and channels serve the Settings page; nil hides it.
+	settings *settings.Runtime
+	channels []NotifyChannel
 	// LastSnapshot returns when history last succeeded; nil without MySQL.
 	LastSnapshot func(ctx context.Context) (time.Time, error)
 }
@@ -56,8 +55,14 @@ func CSRFToken(secret string) string {
 // SetHub connects the event hub that serves /events.
 func (u *UI) SetHub(h *Hub) { u.hub = h }
 
-// SetAlerts connects the alerts page's fragment.
-func (u *UI) SetAlerts(a AlertsView) { u.alerts = a }
+// SetAlerts connects the Alerts page to the alert engine.
+func (u *UI) SetAlerts(a *alert.Engine) { u.alerts = a }
+
+// SetSettings connects the Settings page to the runtime settings and the
+// notification channels it can test.
+func (u *UI) SetSettings(rt *settings.Runtime, channels []NotifyChannel) {
+	u.settings, u.channels = rt, channels
+}
 
 // CSRFToken returns the token that state-changing browser requests carry.
 func (u *UI) CSRFToken() string { return u.csrf }
@@ -72,6 +77,12 @@ func (u *UI) routes(app *fiber.App, s *Server) {
 	g.Post("/workers/:id/:action", handleWorkerCommand(u.svc, u))
 	g.Post("/pools/:pool/scale", handleScalePool(u.svc, u))
 	g.Post("/pools/:pool/:action", handlePoolCommand(u.svc, u))
+	g.Get("/alerts", u.handleAlerts)
+	g.Post("/alerts/silences", u.handleSilence)
+	g.Post("/alerts/silences/:id/lift", u.handleLiftSilence)
+	g.Get("/settings", u.handleSettings)
+	g.Post("/settings", u.handleSaveSettings)
+	g.Post("/settings/test/:channel", u.handleTestChannel)
 }
 
 // securityHeaders applies to every response: the dashboard runs no inline
@@ -334,13 +345,11 @@ func (u *UI) initialState(ctx context.Context, v View) ([][]byte, []string) {
 		}, nil
 	case "alerts":
 		if u.alerts != nil {
-			return [][]byte{u.event(views.EventAlerts, u.alerts.Fragment(ctx))}, nil
+			return [][]byte{u.event(views.EventAlerts, u.alertsFragment(ctx))}, nil
 		}
 	}
 	return nil, nil
 }
-
-func (u *UI) alertsFragment(ctx context.Context) templ.Component { return u.alerts.Fragment(ctx) }
 
 // summary builds the headline numbers; rates unavailable read as unknown.
 func (u *UI) summary(ctx context.Context, pools []*fleet.Pool) views.Summary {
