@@ -62,8 +62,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// harness is the real server, wired as app/cli/serve.go wires it, on a
-// Redis of the test's own.
+// harness is the real server, wired as Start in app/cli/serve.go wires it
+// but without the dashboard, on a Redis of the test's own.
 type harness struct {
 	t     *testing.T
 	rdb   goredis.UniversalClient
@@ -123,7 +123,7 @@ func (h *harness) restart() {
 	*h = *buildHarness(h.t, h.rdb, h.clock, cpredis.Options{WorkerTTL: 24 * time.Hour, Timeout: 2 * time.Second})
 }
 
-// response is one answer of the server.
+// response is the status, header and body of one HTTP response.
 type response struct {
 	status int
 	header http.Header
@@ -774,8 +774,8 @@ func TestCommandChangesDesiredState(t *testing.T) {
 	}
 }
 
-// seedListWorkers heartbeats six workers at known times: w-06 goes stale,
-// the others stay live.
+// seedListWorkers heartbeats six workers at known times, so that w-06 goes
+// stale and the others stay live.
 func seedListWorkers(h *harness) {
 	h.heartbeat(heartbeatBody{ID: "w-06", Pool: "billing", Status: "running", Host: "gamma-6"})
 	h.clock.Advance(testGrace + time.Second)
@@ -1002,7 +1002,7 @@ func TestPoolsAndScale(t *testing.T) {
 	}
 }
 
-// K04: the worker's clock never decides liveness.
+// The server's clock decides liveness, whatever the worker's clock says.
 func TestWorkerClockSkew(t *testing.T) {
 	h := newHarness(t)
 	now := h.clock.Now()
@@ -1058,7 +1058,8 @@ func TestWorkerClockSkew(t *testing.T) {
 	}
 }
 
-// K13: per-worker labels and unbounded pool labels would explode /metrics.
+// Per-worker labels or unbounded pool labels would make /metrics grow with
+// the fleet.
 func TestMetricsStayBounded(t *testing.T) {
 	h := newHarness(t)
 	base := startListener(t, h.app)
@@ -1244,7 +1245,7 @@ func postHeartbeat(client *http.Client, base, body string) (int, error) {
 	return res.StatusCode, nil
 }
 
-// K14: a drain the worker ignores stays requested, across a restart.
+// A drain that the worker ignores stays requested, across a restart.
 func TestDrainIgnoredByWorker(t *testing.T) {
 	h := newHarness(t)
 	if res := h.post("/api/pools/billing/scale", `{"desired_count":3}`); res.status != http.StatusOK {
@@ -1417,8 +1418,8 @@ func TestConcurrentCommandsApplyOnce(t *testing.T) {
 	}
 }
 
-// preloadGhost writes a worker as another tool might have left it: keys
-// with no expiry and a last heartbeat two days before now.
+// preloadGhost writes a worker as another tool might have left it, with keys
+// that never expire and a last heartbeat two days before now.
 func preloadGhost(t *testing.T, h *harness, withMeta bool) {
 	t.Helper()
 	ctx := context.Background()
@@ -1438,7 +1439,7 @@ func preloadGhost(t *testing.T, h *harness, withMeta bool) {
 	}
 }
 
-// K01: liveness comes from the heartbeat's age, never from a key existing.
+// Liveness comes from the heartbeat's age, never from whether a key exists.
 func TestGhostWorkerIsStale(t *testing.T) {
 	h := newHarness(t)
 	preloadGhost(t, h, true)

@@ -23,7 +23,8 @@ const (
 	outagePoolSize = 10
 	outageTimeout  = 500 * time.Millisecond
 	// failFast is how long a heartbeat may take to get its 503 while Redis
-	// is down or stalled: the Redis deadline plus room for a busy machine.
+	// is down or stalled, which is the Redis deadline plus room for a busy
+	// machine.
 	failFast = 1500 * time.Millisecond
 )
 
@@ -64,8 +65,8 @@ func timedHeartbeat(h *harness, hb heartbeatBody) (response, time.Duration) {
 	return res, time.Since(start)
 }
 
-// K02: heartbeats fail fast while Redis is down and recover when it
-// returns empty.
+// Heartbeats fail fast while Redis is down and recover when it returns
+// empty.
 func TestRedisOutageAndRecovery(t *testing.T) {
 	h, server, _ := newOutageHarness(t)
 	workers := []string{"w-01", "w-02", "w-03"}
@@ -117,7 +118,7 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	deadline := recovered.Add(testInterval)
 
 	// Each worker sends its next heartbeat at once and, after a 503, again
-	// every 100 ms: all three must be accepted within one interval.
+	// every 100 ms, and all three must be accepted within one interval.
 	// NOTE: go-redis stops dialling after PoolSize failed dials and probes
 	// once a second, so the first heartbeats after recovery may still get 503.
 	pending := map[string]bool{"w-01": true, "w-02": true, "w-03": true}
@@ -239,8 +240,8 @@ func sendBatch(client *http.Client, base string, ids []string) []heartbeatResult
 	return results
 }
 
-// K09: a stalled Redis makes heartbeats fail fast, with no pile-up of
-// goroutines or connections and no half-written worker.
+// A stalled Redis makes heartbeats fail fast, with no pile-up of goroutines
+// or connections and no half-written worker.
 func TestRedisStallFailsFast(t *testing.T) {
 	h, server, rdb := newOutageHarness(t)
 	base := startListener(t, h.app)
@@ -306,7 +307,7 @@ func TestRedisStallFailsFast(t *testing.T) {
 	}
 
 	// Goroutines in Redis or control-plane code must end once the batch
-	// has its answers, while Redis is still paused.
+	// has its responses, while Redis is still paused.
 	deadline := time.Now().Add(time.Second)
 	for busyGoroutines() > baseline && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -337,8 +338,8 @@ func TestRedisStallFailsFast(t *testing.T) {
 		}
 	}
 
-	// A heartbeat is one transaction: each worker of the first batch has all
-	// of its keys or none.
+	// A heartbeat is one transaction, so each worker of the first batch has
+	// all of its keys or none.
 	written := 0
 	for _, id := range first {
 		parts := map[string]bool{
