@@ -88,14 +88,19 @@ type Overview struct {
 	Workers    WorkerList
 	MaxDesired int
 	Activity   []fleet.AuditEntry
+	// HistoryOn is set when MySQL history is configured.
+	HistoryOn bool
+	Charts    []Chart
 }
 
 // WorkerDetail is the worker page.
 type WorkerDetail struct {
 	Page    Page
 	Worker  *fleet.Worker
-	History []fleet.AuditEntry
-	Now     time.Time
+	History   []fleet.AuditEntry
+	Now       time.Time
+	HistoryOn bool
+	Charts    []Chart
 }
 
 // QueryString returns the list's filter as a query string, with offset and

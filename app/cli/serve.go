@@ -18,6 +18,7 @@ import (
 	"github.com/verifier/controlplane/app/alert"
 	"github.com/verifier/controlplane/app/config"
 	"github.com/verifier/controlplane/app/fleet"
+	"github.com/verifier/controlplane/app/history"
 	"github.com/verifier/controlplane/app/metrics"
 	"github.com/verifier/controlplane/app/redis"
 	"github.com/verifier/controlplane/app/scheduler"
@@ -69,6 +70,9 @@ type App struct {
 	// Scheduler runs the periodic jobs while this replica holds the lock.
 	Scheduler *scheduler.Scheduler
 	Channels  Channels
+	// History is nil without MYSQL_DSN.
+	History   *history.Conn
+	auditSink *history.AuditSink
 	dispatch  *alert.Dispatcher
 
 	log          *slog.Logger
@@ -112,10 +116,27 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 	a.Alerts = alert.NewEngine(a.Store, a.Service, a.Settings.Current, a.dispatch, alert.Options{
 		HeartbeatInterval: cfg.HeartbeatInterval, WorkerRetention: cfg.WorkerRetention, PublicURL: cfg.PublicURL,
 	}, time.Now, log)
-	a.Scheduler = scheduler.New(a.Store, replicaID(), []scheduler.Job{
+	jobs := []scheduler.Job{
 		{Name: "alert check", Every: func() time.Duration { return a.Settings.Current().CheckInterval }, Run: a.Alerts.Check},
 		{Name: "housekeeping", Every: func() time.Duration { return time.Minute }, Run: a.Alerts.Housekeep},
-	}, scheduler.Options{}, log)
+	}
+	if cfg.MySQLDSN != "" {
+		hm := history.NewMetrics(a.Registry)
+		a.History = history.NewConn(cfg.MySQLDSN, hm, log)
+		if err := a.History.Connect(context.Background()); err != nil {
+			log.Error("history cannot connect to MySQL at start; retrying in the background, history is off meanwhile", "err", err)
+		}
+		a.auditSink = history.NewAuditSink(a.History, hm, log)
+		a.Service.AddAuditSink(a.auditSink)
+		snapshots := history.NewSnapshotter(a.History, a.Service, func() time.Duration { return a.Settings.Current().SnapshotInterval },
+			cfg.SnapshotRetention, time.Now, hm, log)
+		// The job polls every few seconds and writes once per period, so a
+		// failed write is retried within its period.
+		jobs = append(jobs, scheduler.Job{Name: "snapshot", Run: snapshots.Run, Every: func() time.Duration {
+			return min(max(a.Settings.Current().SnapshotInterval/5, time.Second), 5*time.Second)
+		}})
+	}
+	a.Scheduler = scheduler.New(a.Store, replicaID(), jobs, scheduler.Options{}, log)
 
 	assets, err := static.New()
 	if err != nil {
@@ -132,6 +153,9 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 	}}, a.Metrics, log)
 	ui.SetHub(a.Hub)
 	ui.SetAlerts(a.Alerts)
+	if a.History != nil {
+		ui.SetHistory(a.History)
+	}
 	ui.SetSettings(a.Settings, []web.NotifyChannel{
 		{Name: "slack", Notifier: a.Channels.Slack, Detail: slackDetail(cfg)},
 		{Name: "email", Notifier: a.Channels.Email, Detail: emailDetail(cfg)},
@@ -155,6 +179,11 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 	go func() { defer wg.Done(); a.Hub.Run(loops) }()
 	go func() { defer wg.Done(); a.Settings.Run(loops, reloadSettings) }()
 	go func() { defer wg.Done(); a.Scheduler.Run(loops) }()
+	if a.History != nil {
+		wg.Add(2)
+		go func() { defer wg.Done(); a.History.Run(loops, 30*time.Second) }()
+		go func() { defer wg.Done(); a.auditSink.Run(loops) }()
+	}
 	go func() { wg.Wait(); close(a.loopsDone) }()
 	return a, nil
 }

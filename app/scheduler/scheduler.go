@@ -7,6 +7,7 @@ package scheduler
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,9 +44,13 @@ type Scheduler struct {
 	opts   Options
 	log    *slog.Logger
 
-	leader   atomic.Bool
-	next     map[string]time.Time
+	leader  atomic.Bool
+	next    map[string]time.Time
+	running map[string]*atomic.Bool // job -> a run is in progress
+
+	mu       sync.Mutex
 	failures map[string]string // job -> last error text, to log once per change
+	wg       sync.WaitGroup
 }
 
 // New returns a scheduler; holder identifies this replica in the lock.
@@ -56,7 +61,11 @@ func New(lock Lock, holder string, jobs []Job, opts Options, log *slog.Logger) *
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Scheduler{lock: lock, holder: holder, jobs: jobs, opts: opts, log: log, next: map[string]time.Time{}, failures: map[string]string{}}
+	running := make(map[string]*atomic.Bool, len(jobs))
+	for _, j := range jobs {
+		running[j.Name] = new(atomic.Bool)
+	}
+	return &Scheduler{lock: lock, holder: holder, jobs: jobs, opts: opts, log: log, next: map[string]time.Time{}, running: running, failures: map[string]string{}}
 }
 
 // Leader reports whether this replica held the lock at its last step.
@@ -76,6 +85,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 		s.RunDue(ctx)
 		select {
 		case <-ctx.Done():
+			s.wg.Wait()
 			s.release()
 			return
 		case <-ticker.C:
@@ -106,8 +116,10 @@ func (s *Scheduler) renew(ctx context.Context) {
 	s.leader.Store(ok)
 }
 
-// RunDue runs, in order, every job whose time has come, if this replica
-// leads. Tests call it after moving the clock.
+// RunDue starts every job whose time has come, if this replica leads. Each
+// job runs in its own goroutine, so a slow one (a snapshot to a slow MySQL)
+// never delays another (the alert check); a job still running when it is
+// due again is skipped. Tests call RunDue after moving the clock, then Wait.
 func (s *Scheduler) RunDue(ctx context.Context) {
 	if !s.leader.Load() {
 		return
@@ -118,10 +130,22 @@ func (s *Scheduler) RunDue(ctx context.Context) {
 			continue
 		}
 		s.next[j.Name] = now.Add(j.Every())
-		err := j.Run(ctx)
-		s.logFailure(j.Name, err)
+		running := s.running[j.Name]
+		if !running.CompareAndSwap(false, true) {
+			s.log.Debug("periodic job still running; skipping this run", "job", j.Name)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer running.Store(false)
+			s.logFailure(j.Name, j.Run(ctx))
+		}()
 	}
 }
+
+// Wait blocks until the jobs started so far have finished.
+func (s *Scheduler) Wait() { s.wg.Wait() }
 
 // Renew is Run's lock step, for tests.
 func (s *Scheduler) Renew(ctx context.Context) { s.renew(ctx) }
@@ -143,6 +167,8 @@ func (s *Scheduler) release() {
 // logFailure logs a job's error once per change of its text, and its
 // recovery once.
 func (s *Scheduler) logFailure(job string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	prev := s.failures[job]
 	switch {
 	case err == nil && prev != "":

@@ -18,6 +18,7 @@ import (
 
 	"github.com/verifier/controlplane/app/alert"
 	"github.com/verifier/controlplane/app/fleet"
+	"github.com/verifier/controlplane/app/history"
 	"github.com/verifier/controlplane/app/service"
 	"github.com/verifier/controlplane/app/settings"
 	"github.com/verifier/controlplane/static"
@@ -34,6 +35,8 @@ type UI struct {
 	// settings and channels serve the Settings page; nil hides it.
 	settings *settings.Runtime
 	channels []NotifyChannel
+	// history is nil without MYSQL_DSN.
+	history *history.Conn
 	// LastSnapshot returns when history last succeeded; nil without MySQL.
 	LastSnapshot func(ctx context.Context) (time.Time, error)
 }
@@ -80,6 +83,9 @@ func (u *UI) routes(app *fiber.App, s *Server) {
 	g.Get("/alerts", u.handleAlerts)
 	g.Post("/alerts/silences", u.handleSilence)
 	g.Post("/alerts/silences/:id/lift", u.handleLiftSilence)
+	g.Get("/audit", u.handleAudit)
+	g.Get("/charts/pools", u.handlePoolChart)
+	g.Get("/charts/workers/:id", u.handleWorkerChart)
 	g.Get("/settings", u.handleSettings)
 	g.Post("/settings", u.handleSaveSettings)
 	g.Post("/settings/test/:channel", u.handleTestChannel)
@@ -178,6 +184,7 @@ func (u *UI) handleOverview(c *fiber.Ctx) error {
 	}
 	o.Workers = u.workerList(f, workers, total)
 	o.Activity = u.activity(c.UserContext(), "")
+	o.HistoryOn, o.Charts = u.historyOn(), overviewCharts(f.Pool)
 	return render(c, fiber.StatusOK, views.OverviewPage(o))
 }
 
@@ -188,6 +195,7 @@ func (u *UI) handleWorker(c *fiber.Ctx) error {
 	}
 	d := u.workerDetail(c.UserContext(), id)
 	d.Page = u.page(id, "overview", UIPrefix+"/events?view=worker&id="+url.QueryEscape(id))
+	d.HistoryOn, d.Charts = u.historyOn(), workerCharts(id)
 	status := fiber.StatusOK
 	if d.Worker == nil {
 		status = fiber.StatusNotFound

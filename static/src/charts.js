@@ -303,8 +303,9 @@ function drawChart(canvas, state, series) {
   });
 }
 
-// Handles a click on a range button: sets range= in the target canvas's URL,
-// marks the pressed button with aria-pressed and redraws the chart.
+// Handles a click on a range button: sets range= in the URL of each target
+// canvas (data-chart-target lists canvas ids separated by spaces), marks the
+// pressed button with aria-pressed and redraws the charts.
 function selectRange(event) {
   if (!(event.target instanceof Element)) {
     return;
@@ -313,32 +314,32 @@ function selectRange(event) {
   if (!button) {
     return;
   }
-
-  const canvas = document.getElementById(button.dataset.chartTarget);
-  if (!(canvas instanceof HTMLCanvasElement)) {
-    console.warn("chart: data-chart-target names no canvas element:", button.dataset.chartTarget);
-    return;
-  }
-  const url = chartURL(canvas);
-  if (url === null) {
-    return;
-  }
   event.preventDefault();
 
-  url.searchParams.set("range", button.dataset.chartRange);
-  canvas.dataset.chartUrl = url.pathname + url.search + url.hash;
+  for (const id of button.dataset.chartTarget.split(/\s+/).filter(Boolean)) {
+    const canvas = document.getElementById(id);
+    if (!(canvas instanceof HTMLCanvasElement)) {
+      console.warn("chart: data-chart-target names no canvas element:", id);
+      continue;
+    }
+    const url = chartURL(canvas);
+    if (url === null) {
+      continue;
+    }
+    url.searchParams.set("range", button.dataset.chartRange);
+    canvas.dataset.chartUrl = url.pathname + url.search + url.hash;
+
+    const state = charts.get(canvas);
+    if (state) {
+      loadChart(canvas, state);
+    }
+  }
+  syncCharts();
 
   const selector = "[data-chart-range][data-chart-target]";
   for (const other of document.querySelectorAll(selector)) {
     if (other.dataset.chartTarget === button.dataset.chartTarget) {
       other.setAttribute("aria-pressed", other === button ? "true" : "false");
     }
-  }
-
-  const state = charts.get(canvas);
-  if (state) {
-    loadChart(canvas, state);
-  } else {
-    syncCharts();
   }
 }
