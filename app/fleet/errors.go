@@ -11,14 +11,15 @@ import (
 
 // Error codes. Each maps to one HTTP status in the web package.
 const (
-	EINVALID     = "invalid"      // bad input: 400
-	ENOTFOUND    = "not_found"    // 404
-	ECONFLICT    = "conflict"     // the request makes no sense in the current state: 409
-	ETOOLARGE    = "too_large"    // request body over the limit: 413
-	EUNAUTH      = "unauthorized" // missing or wrong token: 401
-	EFORBIDDEN   = "forbidden"    // authenticated, but rejected (CSRF): 403
-	EUNAVAILABLE = "unavailable"  // a dependency such as Redis is down: 503
-	EINTERNAL    = "internal"     // a bug or an unexpected failure: 500
+	EINVALID     = "invalid"            // bad input: 400
+	ENOTFOUND    = "not_found"          // 404
+	ECONFLICT    = "conflict"           // the request makes no sense in the current state: 409
+	ETOOLARGE    = "too_large"          // request body over the limit: 413
+	EMETHOD      = "method_not_allowed" // 405
+	EUNAUTH      = "unauthorized"       // missing or wrong token: 401
+	EFORBIDDEN   = "forbidden"          // authenticated, but rejected (CSRF): 403
+	EUNAVAILABLE = "unavailable"        // a dependency such as Redis is down: 503
+	EINTERNAL    = "internal"           // a bug or an unexpected failure: 500
 )
 
 // Error is an error meant for the user: Code says what kind of failure it is,

@@ -94,6 +94,9 @@ func CountPools(entries []PoolEntry, desired map[string]int, known []string, now
 		get(name)
 	}
 	for _, e := range entries {
+		if e.Pool == "" {
+			continue // written by another tool without a pool: listed, but in no pool
+		}
 		p := get(e.Pool)
 		if IsStale(e.LastHeartbeat, now, grace) {
 			p.Stale++

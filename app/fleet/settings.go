@@ -43,7 +43,7 @@ func (s Settings) Validate() map[string]string {
 	between("heartbeat_grace_seconds", s.HeartbeatGrace, MinHeartbeatGrace, MaxHeartbeatGrace)
 	between("cooldown_seconds", s.Cooldown, 0, MaxCooldown)
 	between("snapshot_interval_seconds", s.SnapshotInterval, MinSnapshotInterval, MaxSnapshotInterval)
-	if s.ErrorRateThreshold <= 0 || s.ErrorRateThreshold > 100 {
+	if !(s.ErrorRateThreshold > 0 && s.ErrorRateThreshold <= 100) { // also rejects NaN
 		errs["error_rate_threshold"] = "must be a percentage greater than 0 and at most 100"
 	}
 	if s.MinJobs < 1 || s.MinJobs > 1_000_000 {

@@ -224,33 +224,29 @@ func (s *Service) PoolCommand(ctx context.Context, pool string, action fleet.Act
 	if err := fleet.ValidateName("pool", pool); err != nil {
 		return PoolCommandResult{}, err
 	}
+	// One index reading fixes the set of workers, so a worker that turns
+	// stale meanwhile cannot shift a page and hide another.
+	entries, err := s.store.Index(ctx)
+	if err != nil {
+		return PoolCommandResult{}, err
+	}
 	live := false
+	ids, total := s.SelectPage(entries, WorkerFilter{Pool: pool, Stale: &live, Sort: "id", Limit: len(entries) + 1})
+	if total == 0 {
+		return PoolCommandResult{}, fleet.Errorf(fleet.ENOTFOUND, "pool", "pool %q has no live workers", pool)
+	}
 	res := PoolCommandResult{Pool: pool, Action: action, Changed: []string{}}
-	// Commands change desired states, not the index, so paging by offset
-	// visits every live worker once.
-	for offset, seen := 0, 0; ; offset += MaxLimit {
-		page, err := s.ListWorkers(ctx, WorkerFilter{Pool: pool, Stale: &live, Limit: MaxLimit, Offset: offset})
-		if err != nil {
+	for _, id := range ids {
+		if _, err := s.Command(ctx, id, action, actor, source, "pool "+string(action)); err != nil {
+			if code := fleet.ErrorCode(err); code == fleet.ECONFLICT || code == fleet.ENOTFOUND {
+				res.Skipped++
+				continue
+			}
 			return res, err
 		}
-		if page.Total == 0 {
-			return res, fleet.Errorf(fleet.ENOTFOUND, "pool", "pool %q has no live workers", pool)
-		}
-		for _, w := range page.Workers {
-			if _, err := s.Command(ctx, w.ID, action, actor, source, "pool "+string(action)); err != nil {
-				if fleet.ErrorCode(err) == fleet.ECONFLICT {
-					res.Skipped++
-					continue
-				}
-				return res, err
-			}
-			res.Changed = append(res.Changed, w.ID)
-		}
-		seen += len(page.Workers)
-		if len(page.Workers) == 0 || seen >= page.Total {
-			return res, nil
-		}
+		res.Changed = append(res.Changed, id)
 	}
+	return res, nil
 }
 
 // Pools returns every known pool, sorted by name.

@@ -174,10 +174,10 @@ func parseWorkerFilter(c *fiber.Ctx) (service.WorkerFilter, error) {
 		Pool: c.Query("pool"), Status: c.Query("status"), Query: c.Query("q"), Sort: c.Query("sort"),
 	}
 	var err error
-	if f.Limit, err = queryInt(c, "limit", 0); err != nil {
+	if f.Limit, err = queryInt(c, "limit", service.DefaultLimit, 1, service.MaxLimit); err != nil {
 		return f, err
 	}
-	if f.Offset, err = queryInt(c, "offset", 0); err != nil {
+	if f.Offset, err = queryInt(c, "offset", 0, 0, 1_000_000_000); err != nil {
 		return f, err
 	}
 	if v := c.Query("stale"); v != "" {
@@ -190,14 +190,19 @@ func parseWorkerFilter(c *fiber.Ctx) (service.WorkerFilter, error) {
 	return f, f.Validate()
 }
 
-func queryInt(c *fiber.Ctx, name string, def int) (int, error) {
+// queryInt reads an integer query parameter from min to max, or def when
+// it is absent.
+func queryInt(c *fiber.Ctx, name string, def, min, max int) (int, error) {
 	v := c.Query(name)
 	if v == "" {
 		return def, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || n > 1_000_000_000 {
-		return 0, fleet.Errorf(fleet.EINVALID, name, "%s must be a whole number >= 0", name)
+	if err != nil || n < min || n > max {
+		if max >= 1_000_000_000 {
+			return 0, fleet.Errorf(fleet.EINVALID, name, "%s must be a whole number >= %d", name, min)
+		}
+		return 0, fleet.Errorf(fleet.EINVALID, name, "%s must be a whole number from %d to %d", name, min, max)
 	}
 	return n, nil
 }
@@ -332,10 +337,10 @@ func handleGetPool(svc *service.Service) fiber.Handler {
 	}
 }
 
-// scaleRequest keeps desired_count as a json.Number so that 2.5, 1e9 and
-// "3" are each rejected with their own message.
+// scaleRequest keeps desired_count raw, so that 2.5, 1e9, "3", true and
+// null each get the same message naming the accepted form.
 type scaleRequest struct {
-	DesiredCount json.Number `json:"desired_count"`
+	DesiredCount json.RawMessage `json:"desired_count"`
 }
 
 func parseScale(c *fiber.Ctx, max int) (int64, error) {
@@ -345,7 +350,10 @@ func parseScale(c *fiber.Ctx, max int) (int64, error) {
 		if err := decodeJSON(c.Body(), &req); err != nil {
 			return 0, err
 		}
-		raw = req.DesiredCount.String()
+		raw = string(req.DesiredCount)
+		if strings.HasPrefix(strings.TrimSpace(raw), `"`) {
+			raw = "a string" // a JSON string is not a number, even "3"
+		}
 	}
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
@@ -353,7 +361,7 @@ func parseScale(c *fiber.Ctx, max int) (int64, error) {
 	}
 	n, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil {
-		return 0, fleet.Errorf(fleet.EINVALID, "desired_count", "desired_count must be a whole number from 0 to %d; got %q", max, truncate(raw, 20))
+		return 0, fleet.Errorf(fleet.EINVALID, "desired_count", "desired_count must be a whole number from 0 to %d; got %s", max, truncate(raw, 20))
 	}
 	return n, fleet.ValidateDesiredCount(n, max)
 }

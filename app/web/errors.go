@@ -31,6 +31,7 @@ var statusByCode = map[string]int{
 	fleet.ENOTFOUND:    fiber.StatusNotFound,
 	fleet.ECONFLICT:    fiber.StatusConflict,
 	fleet.ETOOLARGE:    fiber.StatusRequestEntityTooLarge,
+	fleet.EMETHOD:      fiber.StatusMethodNotAllowed,
 	fleet.EUNAVAILABLE: fiber.StatusServiceUnavailable,
 	fleet.EINTERNAL:    fiber.StatusInternalServerError,
 }
@@ -77,7 +78,7 @@ func toUserError(err error, bodyLimit int) *fleet.Error {
 		case fiber.StatusNotFound:
 			return fleet.Errorf(fleet.ENOTFOUND, "", "no such endpoint: %s", fiberErr.Message)
 		case fiber.StatusMethodNotAllowed:
-			return fleet.Errorf(fleet.EINVALID, "", "method not allowed on this endpoint")
+			return fleet.Errorf(fleet.EMETHOD, "", "method not allowed on this endpoint; the Allow header lists the accepted ones")
 		case fiber.StatusRequestEntityTooLarge:
 			return fleet.Errorf(fleet.ETOOLARGE, "body", "request body must be at most %d bytes", bodyLimit)
 		}

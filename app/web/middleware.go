@@ -1,14 +1,26 @@
 package web
 
 import (
+	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 )
 
+// quietRoutes are logged at Debug: a fleet sends heartbeats and probes many
+// times a second, and /metrics counts them instead.
+var quietRoutes = map[string]bool{
+	"/api/workers/heartbeat":   true,
+	"/healthz":                 true,
+	"/readyz":                  true,
+	"/metrics":                 true,
+	UIPrefix + "/static/:name": true,
+}
+
 // observe records each request's duration by route template, never by raw
-// path, so worker ids never become label values.
+// path, so worker ids never become label values, and logs one line per
+// request.
 func (s *Server) observe(c *fiber.Ctx) error {
 	start := time.Now()
 	err := c.Next()
@@ -21,6 +33,13 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if status == fiber.StatusNotFound && route == "/" {
 		route = "unmatched"
 	}
-	s.deps.Metrics.HTTPDuration.WithLabelValues(c.Method(), route, strconv.Itoa(status)).Observe(time.Since(start).Seconds())
+	elapsed := time.Since(start)
+	s.deps.Metrics.HTTPDuration.WithLabelValues(c.Method(), route, strconv.Itoa(status)).Observe(elapsed.Seconds())
+
+	level := slog.LevelInfo
+	if quietRoutes[route] && status < 500 {
+		level = slog.LevelDebug
+	}
+	s.deps.Log.Log(c.UserContext(), level, "request", "method", c.Method(), "route", route, "status", status, "duration", elapsed)
 	return err
 }

@@ -52,6 +52,35 @@ document.addEventListener("htmx:sseError", () => {
   document.body.dataset.stream = "error";
 });
 
+// A live update must not wipe what an operator is typing: skip swapping
+// a fragment that holds a focused or edited form field. The next update
+// after the edit, or the form's own response, brings the fragment up to date.
+function isEditing(root) {
+  const active = document.activeElement;
+  if (active && root.contains(active) && active.matches("input, select, textarea")) {
+    return true;
+  }
+  for (const field of root.querySelectorAll("input:not([type=hidden]), textarea")) {
+    const changed = field.type === "checkbox" || field.type === "radio"
+      ? field.checked !== field.defaultChecked
+      : field.value !== field.defaultValue;
+    if (changed) {
+      return true;
+    }
+  }
+  for (const option of root.querySelectorAll("select option")) {
+    if (option.selected !== option.defaultSelected && option.parentElement.options.length > 1) {
+      return true;
+    }
+  }
+  return false;
+}
+document.addEventListener("htmx:sseBeforeMessage", (event) => {
+  if (event.target instanceof Element && isEditing(event.target)) {
+    event.preventDefault();
+  }
+});
+
 // Heartbeat ages ("4s ago") count up in the browser, so a row is pushed
 // only when the worker's state changes, not every second.
 function formatAge(seconds) {
