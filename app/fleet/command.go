@@ -59,14 +59,23 @@ type Command struct {
 // Transition returns the desired state that action leads to for a worker
 // whose desired state is desired and whose last reported status is status.
 // It returns an ECONFLICT error with the reason when the command makes no
-// sense: pausing a paused worker, resuming a running one, or anything but a
-// stop for a worker that is already shutting down.
+// sense: pausing a paused worker, resuming a running one, anything but a
+// stop for a worker that is already shutting down, or anything at all for a
+// worker that reported stopped.
 func Transition(action Action, desired, status State) (State, error) {
 	if desired == "" {
 		desired = DefaultDesiredState
 	}
 	conflict := func(reason string) (State, error) {
 		return "", &Error{Code: ECONFLICT, Field: "action", Message: fmt.Sprintf("cannot %s: %s", action, reason)}
+	}
+	// A worker that reported stopped has exited: no command reaches it,
+	// and only its supervisor can start a new process.
+	if status == StateStopped {
+		if action == ActionStop && desired == StateStopped {
+			return conflict("the worker was already told to stop")
+		}
+		return conflict("the worker has stopped; its supervisor must start a new process")
 	}
 	switch action {
 	case ActionPause:
@@ -79,9 +88,6 @@ func Transition(action Action, desired, status State) (State, error) {
 			return conflict("the worker is " + string(desired) + "; it will not take work again")
 		}
 	case ActionResume:
-		if status == StateStopped {
-			return conflict("the worker has stopped; its supervisor must start a new process")
-		}
 		switch desired {
 		case StatePaused, StateDraining:
 			// Resuming a drain cancels it, as long as the worker has not exited.

@@ -51,8 +51,8 @@ func TestTransitionEveryActionStateStatus(t *testing.T) {
 			for _, status := range statuses {
 				want := rule[desired]
 				// A worker that reported stopped has exited, and only a new
-				// process can run again, so resume is always a conflict.
-				if action == ActionResume && status == StateStopped {
+				// process can run again, so every command is a conflict.
+				if status == StateStopped {
 					want = ""
 				}
 
