@@ -65,6 +65,39 @@ type Conn struct {
 	log *slog.Logger
 	m   *Metrics
 	db  atomic.Pointer[mysql.DB]
+	// lastSnapshot caches the newest snapshot's time (Unix ms), so pages
+	// show it without waiting for MySQL.
+	lastSnapshot atomic.Int64
+}
+
+// LastSnapshot returns when the newest snapshot was taken, as last read in
+// the background, or zero. It never waits for MySQL.
+func (c *Conn) LastSnapshot() time.Time {
+	ms := c.lastSnapshot.Load()
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func (c *Conn) setLastSnapshot(t time.Time) {
+	if ms := t.UnixMilli(); ms > c.lastSnapshot.Load() {
+		c.lastSnapshot.Store(ms)
+	}
+}
+
+// refreshLastSnapshot reads the newest snapshot's time, so replicas that do
+// not write snapshots show it too.
+func (c *Conn) refreshLastSnapshot(ctx context.Context) {
+	db := c.DB()
+	if db == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if t, err := db.LastSnapshot(ctx); err == nil {
+		c.setLastSnapshot(t)
+	}
 }
 
 // NewConn returns a connection that Run establishes.
@@ -89,8 +122,8 @@ func (c *Conn) Connect(ctx context.Context) error {
 	return nil
 }
 
-// Run connects, retrying every retry interval until it succeeds or ctx
-// ends, then closes the database when ctx ends.
+// Run connects, retrying every retry interval until it succeeds, then keeps
+// the cached snapshot time fresh, and closes the database when ctx ends.
 func (c *Conn) Run(ctx context.Context, retry time.Duration) {
 	lastErr := ""
 	for c.DB() == nil {
@@ -106,8 +139,17 @@ func (c *Conn) Run(ctx context.Context, retry time.Duration) {
 			}
 		}
 	}
-	<-ctx.Done()
-	if db := c.DB(); db != nil {
-		_ = db.Close()
+	ticker := time.NewTicker(10 * time.Second)
+	defer ticker.Stop()
+	for {
+		c.refreshLastSnapshot(ctx)
+		select {
+		case <-ctx.Done():
+			if db := c.DB(); db != nil {
+				_ = db.Close()
+			}
+			return
+		case <-ticker.C:
+		}
 	}
 }

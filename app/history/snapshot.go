@@ -70,6 +70,7 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 	default:
 		s.m.Snapshots.WithLabelValues("ok").Inc()
 		s.m.LastSnapshot.Set(float64(now.Unix()))
+		s.conn.setLastSnapshot(now)
 		s.log.Debug("snapshot written", "period", period, "pools", len(snap.Pools), "workers", len(snap.Workers))
 	}
 	s.lastPeriod = period

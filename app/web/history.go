@@ -18,6 +18,10 @@ import (
 // chartRanges maps a range parameter to its length.
 var chartRanges = map[string]time.Duration{"1h": time.Hour, "24h": 24 * time.Hour, "7d": 7 * 24 * time.Hour}
 
+// mysqlTimeout bounds a page's wait for MySQL, so a slow database shows an
+// error instead of a hanging page.
+const mysqlTimeout = 5 * time.Second
+
 // chartPoints caps the points of one series, so a 7-day chart stays small.
 const chartPoints = 300
 
@@ -25,13 +29,6 @@ const chartPoints = 300
 // (the default) shows how to turn history on.
 func (u *UI) SetHistory(conn *history.Conn) {
 	u.history = conn
-	u.LastSnapshot = func(ctx context.Context) (time.Time, error) {
-		db := conn.DB()
-		if db == nil {
-			return time.Time{}, nil
-		}
-		return db.LastSnapshot(ctx)
-	}
 }
 
 func (u *UI) historyOn() bool { return u.history != nil }
@@ -122,7 +119,9 @@ func (u *UI) handlePoolChart(c *fiber.Ctx) error {
 		return err
 	}
 
-	s, err := db.PoolSeries(c.UserContext(), mysql.SeriesQuery{Pool: pool, Since: since, Until: until, MaxPoints: chartPoints})
+	ctx, cancel := context.WithTimeout(c.UserContext(), mysqlTimeout)
+	defer cancel()
+	s, err := db.PoolSeries(ctx, mysql.SeriesQuery{Pool: pool, Since: since, Until: until, MaxPoints: chartPoints})
 	if err != nil {
 		return err
 	}
@@ -147,7 +146,9 @@ func (u *UI) handleWorkerChart(c *fiber.Ctx) error {
 		return err
 	}
 
-	s, err := db.WorkerSeries(c.UserContext(), id, since, until, chartPoints)
+	ctx, cancel := context.WithTimeout(c.UserContext(), mysqlTimeout)
+	defer cancel()
+	s, err := db.WorkerSeries(ctx, id, since, until, chartPoints)
 	if err != nil {
 		return err
 	}
@@ -187,7 +188,9 @@ func (u *UI) handleAudit(c *fiber.Ctx) error {
 
 	db, dbErr := u.historyDB()
 	if dbErr == nil {
-		recs, err := db.ListAudit(c.UserContext(), mysql.AuditFilter{
+		ctx, cancel := context.WithTimeout(c.UserContext(), mysqlTimeout)
+		defer cancel()
+		recs, err := db.ListAudit(ctx, mysql.AuditFilter{
 			WorkerID: f.Worker, Pool: f.Pool, Actor: f.Actor, Kind: f.Kind, Since: since, Until: until,
 			Limit: 100, BeforeID: before,
 		})

@@ -37,8 +37,6 @@ type UI struct {
 	channels []NotifyChannel
 	// history is nil without MYSQL_DSN.
 	history *history.Conn
-	// LastSnapshot returns when history last succeeded; nil without MySQL.
-	LastSnapshot func(ctx context.Context) (time.Time, error)
 }
 
 // NewUI returns the dashboard.
@@ -370,11 +368,10 @@ func (u *UI) summary(ctx context.Context, pools []*fleet.Pool) views.Summary {
 		out.ErrorRate, out.HasErrorRate = fleet.ErrorRate(sum.Rates.Processed, sum.Rates.Failed)
 		out.ErrorWindow = views.Age(sum.Rates.Window)
 	}
-	if u.LastSnapshot != nil {
-		if t, err := u.LastSnapshot(ctx); err == nil && !t.IsZero() {
+	if u.history != nil {
+		out.LastSnapshot = "none yet"
+		if t := u.history.LastSnapshot(); !t.IsZero() {
 			out.LastSnapshot = views.Clock(t)
-		} else {
-			out.LastSnapshot = "none yet"
 		}
 	}
 	return out
