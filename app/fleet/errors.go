@@ -22,9 +22,9 @@ const (
 	EINTERNAL    = "internal"           // a bug or an unexpected failure: 500
 )
 
-// Error is an error meant for the user: Code says what kind of failure it is,
-// Message says what was wrong and what is accepted, and Field names the input
-// at fault, when there is one.
+// Error is an error meant for the user. Code is the kind of failure, Message
+// states what was wrong and what is accepted, and Field names the input at
+// fault, when there is one.
 type Error struct {
 	Code    string
 	Message string
@@ -76,5 +76,5 @@ func ErrorField(err error) string {
 }
 
 // ErrUnavailable is returned by storage when the state store cannot be reached
-// in time; the heartbeat answers it with 503 and Retry-After.
+// in time. The web layer responds with 503 and Retry-After.
 var ErrUnavailable = &Error{Code: EUNAVAILABLE, Message: "state store unavailable, retry later"}

@@ -18,7 +18,7 @@ const (
 // WorkerFilter selects and orders a page of workers.
 type WorkerFilter struct {
 	Pool string
-	// Status matches the status an operator sees: a reported state, or
+	// Status matches the status shown to operators: a reported state, or
 	// "offline" for a stale worker.
 	Status string
 	// Stale, when set, keeps only stale (true) or live (false) workers.
@@ -93,9 +93,9 @@ func (s *Service) ListWorkers(ctx context.Context, f WorkerFilter) (WorkerPage, 
 	return WorkerPage{Workers: workers, Total: total, Limit: f.Limit, Offset: f.Offset}, nil
 }
 
-// Index returns the index entry of every active worker; callers that build
-// several views from one reading (the event hub) pass it to SelectPage and
-// PoolsFrom.
+// Index returns the index entry of every active worker. Callers that build
+// several views from one reading, such as the event hub, pass the entries to
+// SelectPage and PoolsFrom.
 func (s *Service) Index(ctx context.Context) ([]fleet.PoolEntry, error) {
 	return s.store.Index(ctx)
 }
@@ -209,7 +209,7 @@ func (s *Service) Command(ctx context.Context, id string, action fleet.Action, a
 	return w, nil
 }
 
-// PoolCommandResult says which workers of a pool a pool-wide command changed.
+// PoolCommandResult lists the workers that a pool-wide command changed.
 type PoolCommandResult struct {
 	Pool    string
 	Action  fleet.Action

@@ -236,7 +236,7 @@ func matchAudit(e fleet.AuditEntry, f views.AuditFilter, since, until time.Time)
 }
 
 // parseLocalTime reads a datetime-local input, which has no zone, as UTC,
-// as the form's label says.
+// as the form's label states.
 func parseLocalTime(field, v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil

@@ -202,7 +202,7 @@ func (u *UI) handleWorker(c *fiber.Ctx) error {
 }
 
 // handleEvents streams fragments to one page. The page opens exactly one
-// stream, whose query says what it shows.
+// stream, and its query names what the page shows.
 func (u *UI) handleEvents(c *fiber.Ctx) error {
 	view := View{Kind: c.Query("view", "overview")}
 	switch view.Kind {
@@ -406,9 +406,8 @@ func (u *UI) activity(ctx context.Context, workerID string) []fleet.AuditEntry {
 	return entries
 }
 
-// renderWorkerRow answers a worker command from the dashboard with the
-// fragment that the button's target shows: the panel on the worker page,
-// else the row.
+// renderWorkerRow renders the response to a worker command from the
+// dashboard: the panel on the worker page, else the row.
 func (u *UI) renderWorkerRow(c *fiber.Ctx, w *fleet.Worker) error {
 	if c.Get("HX-Target") == views.EventWorker {
 		d := u.workerDetail(c.UserContext(), w.ID)
