@@ -157,9 +157,9 @@ func (e *Engine) Check(ctx context.Context) error {
 			return fmt.Errorf("alert check: %w", err)
 		}
 	}
-	if err := e.store.SaveAlertStates(ctx, step.Next, step.Resolved); err != nil {
-		return fmt.Errorf("alert check: %w", err)
-	}
+	// Send what this check claimed before saving: if the save fails, the
+	// next check finds the claims taken and marks the alerts notified, so
+	// nothing is sent twice and nothing claimed is lost.
 	if !n.Empty() {
 		n.URL = e.alertsURL()
 		e.dispatch.Enqueue(n)
@@ -167,6 +167,9 @@ func (e *Engine) Check(ctx context.Context) error {
 			At: now, Actor: "auto", Source: fleet.SourceAuto, Kind: fleet.AuditNotification, Action: "notify",
 			After: fmt.Sprintf("%d firing, %d resolved", len(n.Firing), len(n.Resolved)), Reason: n.Title(),
 		})
+	}
+	if err := e.store.SaveAlertStates(ctx, step.Next, step.Resolved); err != nil {
+		return fmt.Errorf("alert check: %w", err)
 	}
 
 	if s.AutoActionsEnabled {

@@ -203,6 +203,13 @@ func (a *App) URL() string {
 func (a *App) Shutdown(ctx context.Context) {
 	a.log.Info("shutting down: readiness off")
 	a.Server.StartDraining()
+	if d := a.Config.ShutdownDelay; d > 0 {
+		a.log.Info("still serving while load balancers notice", "delay", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
 	a.stopLoops()
 	<-a.loopsDone
 	a.log.Info("event streams closed, background loops stopped, scheduler lock released")

@@ -211,6 +211,8 @@ func TestShutdownUnderLoad(t *testing.T) {
 	addr, db, _ := testenv.Redis(t)
 	slack := startSlack(t)
 	env := baseEnv(map[string]string{"REDIS_ADDR": addr, "REDIS_DB": strconv.Itoa(db)}, slack.URL)
+	// The replica keeps serving this long after /readyz turns unready.
+	env["SHUTDOWN_DELAY_SECONDS"] = "2"
 	dying := startReplica(t, "dying", env, slog.LevelInfo)
 	survivor := startReplica(t, "survivor", env, slog.LevelWarn)
 	lb, proxy := startBalancer(t, dying.app.URL(), survivor.app.URL())

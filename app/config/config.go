@@ -56,6 +56,11 @@ type Config struct {
 	SlackWebhookURL string
 	SMTP            SMTP
 
+	// ShutdownDelay is how long the server keeps serving after /readyz turns
+	// unready on SIGTERM, so load balancers stop sending it requests first
+	// (SHUTDOWN_DELAY_SECONDS, default 0; 5 suits Kubernetes).
+	ShutdownDelay time.Duration
+
 	LogLevel  string // LOG_LEVEL: debug, info, warn, error; default info
 	LogFormat string // LOG_FORMAT: text or json; default text
 }
@@ -116,6 +121,8 @@ func Load(getenv func(string) string) (Config, error) {
 			MinJobs:            p.integer("ALERT_MIN_JOBS", 20, 1, 1_000_000, "a whole number from 1 to 1000000"),
 			AutoActions:        p.boolean("AUTO_ACTIONS_ENABLED", false),
 		},
+
+		ShutdownDelay: p.seconds("SHUTDOWN_DELAY_SECONDS", 0, 0, 300),
 
 		SlackWebhookURL: getenv("SLACK_WEBHOOK_URL"),
 		LogLevel:        strings.ToLower(p.str("LOG_LEVEL", "info")),

@@ -67,11 +67,19 @@ func (s *Store) SaveAlertStates(ctx context.Context, next map[string]fleet.Alert
 		}
 		fields = append(fields, fp, b)
 	}
+	// Two steps, each atomic on its own key, so that this works on Redis
+	// Cluster too, where the two keys are in different hash slots.
 	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.Del(ctx, alertStateKey)
 		if len(fields) > 0 {
 			p.HSet(ctx, alertStateKey, fields...)
 		}
+		return nil
+	})
+	if err != nil {
+		return wrap("save alert states", err)
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, a := range resolved {
 			b, _ := json.Marshal(a)
 			p.LPush(ctx, alertHistoryKey, b)
@@ -81,7 +89,7 @@ func (s *Store) SaveAlertStates(ctx context.Context, next map[string]fleet.Alert
 		return nil
 	})
 	if err != nil {
-		return wrap("save alert states", err)
+		return wrap("save resolved alerts", err)
 	}
 	return nil
 }

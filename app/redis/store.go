@@ -33,6 +33,9 @@ type Options struct {
 type Store struct {
 	rdb  goredis.UniversalClient
 	opts Options
+	// cluster is set on Redis Cluster, which has no transaction across
+	// hash slots: one worker's fixed key names fall in different slots.
+	cluster bool
 }
 
 // New returns a Store on rdb.
@@ -49,7 +52,8 @@ func New(rdb goredis.UniversalClient, opts Options) *Store {
 	if opts.WorkerAuditCap <= 0 {
 		opts.WorkerAuditCap = 50
 	}
-	return &Store{rdb: rdb, opts: opts}
+	_, cluster := rdb.(*goredis.ClusterClient)
+	return &Store{rdb: rdb, opts: opts, cluster: cluster}
 }
 
 // Client returns the underlying client, for pub/sub and the scheduler lock.
@@ -72,8 +76,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Heartbeat records hb and returns the worker's desired state, in one
-// transaction (one round trip on a standalone server or Sentinel): it writes
+// Heartbeat records hb and returns the worker's desired state in one round
+// trip: one transaction on a standalone server or Sentinel, and on Cluster
+// one pipeline in which every key is written with its expiry atomically. It
+// writes
 // the status, the receive time, meta and metrics, the active set, the known
 // pools and the index, refreshes the expiry of every per-worker key, announces
 // the change, and reads the desired state. It never writes the desired state.
@@ -105,34 +111,83 @@ func (s *Store) Heartbeat(ctx context.Context, hb *fleet.Heartbeat) (fleet.State
 	}
 
 	var desired *goredis.StringCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+	write := func(p goredis.Pipeliner) error {
 		p.Set(ctx, statusKey(id), string(hb.Status), ttl)
 		p.Set(ctx, heartbeatKey(id), now, ttl)
-		p.Del(ctx, metaKey(id))
-		p.HSet(ctx, metaKey(id), meta...)
-		p.Expire(ctx, metaKey(id), ttl)
-		p.Del(ctx, metricsKey(id))
-		if len(metrics) > 0 {
-			p.HSet(ctx, metricsKey(id), metrics...)
-			p.Expire(ctx, metricsKey(id), ttl)
-		}
+		s.replaceHash(ctx, p, metaKey(id), meta, ttl)
+		s.replaceHash(ctx, p, metricsKey(id), metrics, ttl)
 		p.Expire(ctx, desiredKey(id), ttl)
 		p.Expire(ctx, commandKey(id), ttl)
 		p.Expire(ctx, workerAuditKey(id), ttl)
 		p.ZAdd(ctx, activeKey, goredis.Z{Score: float64(now), Member: id})
 		p.SAdd(ctx, poolsKey, hb.Pool)
 		p.HSet(ctx, indexKey, id, hb.Pool+" "+string(hb.Status)+" "+hb.Host)
-		minute := heartbeatsPerMinuteKey(now / 60_000)
-		p.Incr(ctx, minute)
-		p.Expire(ctx, minute, 5*time.Minute)
+		s.incrWithExpiry(ctx, p, heartbeatsPerMinuteKey(now/60_000), 5*time.Minute)
 		p.Publish(ctx, EventsChannel, "worker:"+id)
 		desired = p.Get(ctx, desiredKey(id))
 		return nil
-	})
+	}
+	var err error
+	if s.cluster {
+		// Each command (and each script) is atomic on its own key, and
+		// go-redis sends the pipeline to the owning nodes in parallel.
+		_, err = s.rdb.Pipelined(ctx, write)
+	} else {
+		_, err = s.rdb.TxPipelined(ctx, write)
+	}
 	if err != nil && !errors.Is(err, goredis.Nil) {
-		return "", wrap("heartbeat transaction", err)
+		return "", wrap("heartbeat pipeline", err)
 	}
 	return parseDesired(desired.Val()), nil
+}
+
+// replaceHashScript replaces a hash and sets its expiry in one step, for
+// Redis Cluster, where the heartbeat is not one transaction.
+//
+//	KEYS[1] the hash
+//	ARGV[1] the expiry in milliseconds
+//	ARGV[2..] field, value, field, value, ...
+const replaceHashScript = `
+redis.call('DEL', KEYS[1])
+if #ARGV > 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+`
+
+// incrWithExpiryScript increments a counter and sets its expiry in one step.
+//
+//	KEYS[1] the counter
+//	ARGV[1] the expiry in milliseconds
+const incrWithExpiryScript = `
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n
+`
+
+// replaceHash queues the replacement of a hash by fields with an expiry, so
+// that no crash can leave the hash without one.
+func (s *Store) replaceHash(ctx context.Context, p goredis.Pipeliner, key string, fields []any, ttl time.Duration) {
+	if s.cluster {
+		args := append([]any{ttl.Milliseconds()}, fields...)
+		p.Eval(ctx, replaceHashScript, []string{key}, args...)
+		return
+	}
+	p.Del(ctx, key)
+	if len(fields) > 0 {
+		p.HSet(ctx, key, fields...)
+		p.Expire(ctx, key, ttl)
+	}
+}
+
+func (s *Store) incrWithExpiry(ctx context.Context, p goredis.Pipeliner, key string, ttl time.Duration) {
+	if s.cluster {
+		p.Eval(ctx, incrWithExpiryScript, []string{key}, ttl.Milliseconds())
+		return
+	}
+	p.Incr(ctx, key)
+	p.Expire(ctx, key, ttl)
 }
 
 func parseDesired(v string) fleet.State {

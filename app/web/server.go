@@ -56,8 +56,10 @@ func New(d Deps) *Server {
 		AppName:               "control plane",
 		DisableStartupMessage: true,
 		BodyLimit:             BodyLimit,
-		ReadTimeout:           30 * time.Second,
-		IdleTimeout:           120 * time.Second,
+		// ReadTimeout also ends connections that were opened but never used,
+		// which would otherwise hold a shutdown until its deadline.
+		ReadTimeout: 5 * time.Second,
+		IdleTimeout: 120 * time.Second,
 		// Immutable copies strings out of fasthttp's reused buffers, so a
 		// value kept past the handler (as the event hub does) stays intact.
 		Immutable:    true,
