@@ -28,11 +28,12 @@ func openRedis(cfg config.Config, log *slog.Logger) (client goredis.UniversalCli
 		stop = mr.Close
 	}
 	client = goredis.NewUniversalClient(&goredis.UniversalOptions{
-		Addrs:      addrs,
-		Password:   cfg.RedisPassword,
-		DB:         cfg.RedisDB,
-		MasterName: cfg.RedisMasterName,
-		PoolSize:   cfg.RedisPoolSize,
+		Addrs:         addrs,
+		Password:      cfg.RedisPassword,
+		DB:            cfg.RedisDB,
+		MasterName:    cfg.RedisMasterName,
+		IsClusterMode: cfg.RedisCluster,
+		PoolSize:      cfg.RedisPoolSize,
 		// Every call is bounded so a stalled Redis fails fast instead of
 		// piling up requests; go-redis also stops dialling after PoolSize
 		// failed dials in a row and retries in the background.

@@ -35,8 +35,12 @@ type Config struct {
 	RedisPassword   string
 	RedisDB         int
 	RedisMasterName string
-	RedisPoolSize   int           // REDIS_POOL_SIZE, default 10 per CPU as go-redis does
-	RedisTimeout    time.Duration // REDIS_TIMEOUT_MS, deadline of one Redis call, default 500 ms
+	// RedisCluster is set for Redis Cluster: by REDIS_CLUSTER=true (needed
+	// with a single configuration endpoint), or by several addresses
+	// without a master name.
+	RedisCluster  bool
+	RedisPoolSize int           // REDIS_POOL_SIZE, default 10 per CPU as go-redis does
+	RedisTimeout  time.Duration // REDIS_TIMEOUT_MS, deadline of one Redis call, default 500 ms
 
 	MySQLDSN          string
 	SnapshotInterval  time.Duration // SNAPSHOT_INTERVAL_SECONDS, default 60 s
@@ -140,6 +144,13 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.RedisMasterName != "" && len(c.RedisAddrs) == 0 {
 		p.fail("REDIS_MASTER_NAME", "needs REDIS_ADDR to list the Sentinel addresses")
+	}
+	c.RedisCluster = p.boolean("REDIS_CLUSTER", false) || (len(c.RedisAddrs) > 1 && c.RedisMasterName == "")
+	if c.RedisCluster && c.RedisMasterName != "" {
+		p.fail("REDIS_CLUSTER", "cannot be combined with REDIS_MASTER_NAME: Sentinel serves one master, not a cluster")
+	}
+	if c.RedisCluster && c.RedisDB != 0 {
+		p.fail("REDIS_DB", "must be 0 on Redis Cluster, which has only database 0")
 	}
 	if c.MySQLDSN != "" {
 		if _, err := mysql.ParseDSN(c.MySQLDSN); err != nil {
