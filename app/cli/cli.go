@@ -13,7 +13,8 @@ import (
 	"github.com/joho/godotenv"
 )
 
-// Run runs the subcommand in args: none (serve), simulate or bench.
+// Run runs the subcommand in args: none (serve), simulate, bench or
+// bench-dashboard.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	getenv = withDotEnv(getenv, ".env")
 	cmd := ""
@@ -27,6 +28,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return Simulate(ctx, args[1:], stdout)
 	case "bench":
 		return Bench(ctx, args[1:], stdout)
+	case "bench-dashboard":
+		return BenchDashboard(ctx, args[1:], stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -37,7 +40,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 const usage = `usage:
   controlplane                 serve the control plane (configured by the environment and .env)
   controlplane simulate ...    run a simulated fleet against a server (simulate -h for flags)
-  controlplane bench ...       measure /healthz and heartbeat throughput (bench -h for flags)`
+  controlplane bench ...       measure /healthz and heartbeat throughput (bench -h for flags)
+  controlplane bench-dashboard ...  measure live dashboard updates under heartbeat load (bench-dashboard -h for flags)`
 
 // withDotEnv returns a getenv that falls back to the values in the .env file
 // at path, so the real environment wins. A missing file is not an error.
