@@ -43,16 +43,22 @@ func (e *Engine) autoActions(ctx context.Context, states map[string]fleet.AlertS
 	}
 
 	for _, p := range pools {
-		surplus := p.Surplus()
-		if surplus == 0 || budget == 0 {
+		if !p.HasDesired || budget == 0 {
 			continue
 		}
-		for _, w := range drainChoice(p.Name, workers, surplus) {
+		// Workers already told to drain or stop still report running until
+		// their next heartbeat; they are leaving, so they are not surplus.
+		staying := serving(p.Name, workers)
+		surplus := len(staying) - p.DesiredCount
+		if surplus <= 0 {
+			continue
+		}
+		for _, w := range drainChoice(staying, surplus) {
 			if budget == 0 {
 				break
 			}
 			reason := fmt.Sprintf("pool %s has %d serving workers and wants %d: draining %s because it is %s",
-				p.Name, p.Serving(), p.DesiredCount, w.ID, whyChosen(w))
+				p.Name, len(staying), p.DesiredCount, w.ID, whyChosen(w))
 			if e.command(ctx, w.ID, fleet.ActionDrain, reason) {
 				budget--
 			}
@@ -75,20 +81,27 @@ func (e *Engine) command(ctx context.Context, id string, action fleet.Action, re
 	return true
 }
 
-// drainChoice picks n serving workers of a pool to drain: paused ones
-// first (they do no work), then idle ones, then the most recently started,
-// so the least work is interrupted.
-func drainChoice(pool string, workers []*fleet.Worker, n int) []*fleet.Worker {
-	var serving []*fleet.Worker
+// serving returns the live workers of a pool that run or are paused and
+// were not told to drain or stop.
+func serving(pool string, workers []*fleet.Worker) []*fleet.Worker {
+	var out []*fleet.Worker
 	for _, w := range workers {
 		if w.Pool != pool || w.Stale {
 			continue
 		}
 		if (w.Status == fleet.StateRunning || w.Status == fleet.StatePaused) &&
 			(w.Desired == fleet.StateRunning || w.Desired == fleet.StatePaused) {
-			serving = append(serving, w)
+			out = append(out, w)
 		}
 	}
+	return out
+}
+
+// drainChoice picks n of the serving workers to drain: paused ones first
+// (they do no work), then idle ones, then the most recently started, so the
+// least work is interrupted.
+func drainChoice(serving []*fleet.Worker, n int) []*fleet.Worker {
+	serving = append([]*fleet.Worker(nil), serving...)
 	sort.SliceStable(serving, func(i, j int) bool {
 		a, b := serving[i], serving[j]
 		if pa, pb := a.Status == fleet.StatePaused, b.Status == fleet.StatePaused; pa != pb {

@@ -7,9 +7,9 @@ package alert
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -23,7 +23,7 @@ type Store interface {
 	AlertStates(ctx context.Context) (map[string]fleet.AlertState, error)
 	SaveAlertStates(ctx context.Context, next map[string]fleet.AlertState, resolved []fleet.Alert) error
 	ResolvedAlerts(ctx context.Context, limit int) ([]fleet.Alert, error)
-	ClaimNotify(ctx context.Context, fp string, cooldown time.Duration) (bool, error)
+	ClaimNotify(ctx context.Context, fp string, startsAt, now time.Time, cooldown time.Duration) (redis.NotifyClaim, error)
 	ClaimResolved(ctx context.Context, a fleet.Alert) (bool, error)
 	Silences(ctx context.Context) ([]fleet.Silence, error)
 	AddSilence(ctx context.Context, s fleet.Silence) error
@@ -99,7 +99,7 @@ func (e *Engine) Check(ctx context.Context) error {
 		}
 		return fmt.Errorf("alert check: %w", err)
 	}
-	if err := e.storeBack(ctx, now, s); err != nil {
+	if err := e.storeBack(ctx, now); err != nil {
 		return fmt.Errorf("alert check: %w", err)
 	}
 
@@ -150,6 +150,20 @@ func (e *Engine) Check(ctx context.Context) error {
 	}
 	step := fleet.StepAlerts(prev, candidates, now, s.Cooldown, silenced)
 
+	// A worker removed after the retention period did not come back, so
+	// its alerts end without a "resolved" message.
+	present := make(map[string]bool, len(entries))
+	for _, en := range entries {
+		present[en.ID] = true
+	}
+	kept := step.NotifyResolved[:0]
+	for _, a := range step.NotifyResolved {
+		if a.WorkerID == "" || present[a.WorkerID] {
+			kept = append(kept, a)
+		}
+	}
+	step.NotifyResolved = kept
+
 	var n fleet.Notification
 	if s.AlertsEnabled {
 		n, err = e.claim(ctx, step, now, s.Cooldown)
@@ -186,18 +200,24 @@ func (e *Engine) Check(ctx context.Context) error {
 func (e *Engine) claim(ctx context.Context, step fleet.AlertStep, now time.Time, cooldown time.Duration) (fleet.Notification, error) {
 	var n fleet.Notification
 	for _, a := range step.Notify {
-		ok, err := e.store.ClaimNotify(ctx, a.Fingerprint, cooldown)
+		c, err := e.store.ClaimNotify(ctx, a.Fingerprint, a.StartsAt, now, cooldown)
 		if err != nil {
 			return n, err
 		}
 		st := step.Next[a.Fingerprint]
-		// Whether this check or another replica sent it, the incident has
-		// been notified and is not due again until the cooldown ends.
-		st.Notified, st.LastNotified = true, now
-		step.Next[a.Fingerprint] = st
-		if ok {
+		switch {
+		case c.Won:
 			n.Firing = append(n.Firing, a)
+			st.Notified, st.LastNotified = true, now
+		case c.SameIncident:
+			// Another replica, or a check before a restart, sent it.
+			st.Notified, st.LastNotified = true, c.ClaimedAt
+		default:
+			// An earlier incident of a flapping alert holds the claim: this
+			// one is notified when the cooldown ends, and its resolution
+			// only if its firing was sent.
 		}
+		step.Next[a.Fingerprint] = st
 	}
 	for _, a := range step.NotifyResolved {
 		ok, err := e.store.ClaimResolved(ctx, a)
@@ -241,27 +261,49 @@ func (e *Engine) storeDown(now time.Time, s fleet.Settings) {
 }
 
 // storeBack records the end of an outage, so that workers get a full grace
-// period to reach us again, and resolves the outage alert.
-func (e *Engine) storeBack(ctx context.Context, now time.Time, s fleet.Settings) error {
+// period to reach us again, and resolves the outage alert if this replica
+// sent it.
+func (e *Engine) storeBack(ctx context.Context, now time.Time) error {
 	e.mu.Lock()
 	down, sent := e.storeDownSince, e.storeAlert
+	e.storeDownSince, e.storeAlert = time.Time{}, nil
 	e.mu.Unlock()
 	if down.IsZero() {
 		return nil
 	}
 	if err := e.store.SetStoreOutageEnd(ctx, now); err != nil {
+		e.mu.Lock()
+		if e.storeDownSince.IsZero() {
+			e.storeDownSince, e.storeAlert = down, sent // try again next time
+		}
+		e.mu.Unlock()
 		return err
 	}
-	e.mu.Lock()
-	e.storeDownSince, e.storeAlert = time.Time{}, nil
-	e.mu.Unlock()
-	e.log.Info("alert check reaches Redis again", "down_for", now.Sub(down).Round(time.Second))
+	e.log.Info("Redis reachable again; workers get a full grace period before any is blamed", "down_for", now.Sub(down).Round(time.Second))
 	if sent != nil {
 		a := *sent
 		a.Status, a.EndsAt = fleet.AlertResolved, now
 		e.dispatch.Enqueue(fleet.Notification{Resolved: []fleet.Alert{a}, URL: e.alertsURL()})
 	}
 	return nil
+}
+
+// StoreDown notes that this replica lost Redis, whether or not it runs the
+// alert check, so that it records the outage's end when Redis is back.
+func (e *Engine) StoreDown() {
+	e.mu.Lock()
+	if e.storeDownSince.IsZero() {
+		e.storeDownSince = e.now().UTC()
+	}
+	e.mu.Unlock()
+}
+
+// StoreBack records the end of an outage that StoreDown noted. A failure
+// is logged; the alert check tries again.
+func (e *Engine) StoreBack(ctx context.Context) {
+	if err := e.storeBack(ctx, e.now().UTC()); err != nil {
+		e.log.Warn("outage end not recorded; the alert check tries again", "err", err)
+	}
 }
 
 // Housekeep removes workers silent for longer than the retention period from
@@ -332,7 +374,7 @@ func (e *Engine) PageData(ctx context.Context) (Page, error) {
 func (e *Engine) Silence(ctx context.Context, sl fleet.Silence, actor, source string) (fleet.Silence, error) {
 	now := e.now().UTC()
 	sl.CreatedAt, sl.CreatedBy = now, actor
-	sl.ID = strconv.FormatInt(now.UnixNano(), 36)
+	sl.ID = rand.Text() // random, so two silences made at one instant never collide
 	if err := fleet.ValidateSilence(sl, now); err != nil {
 		return sl, err
 	}

@@ -176,15 +176,12 @@ func (r *Replica) MustCheck() {
 }
 
 // Sync waits until every notification enqueued so far reached the
-// recorder. It enqueues a marker behind them, which arrives last because
-// each channel's queue is first in, first out.
+// recorder.
 func (r *Replica) Sync() {
 	r.h.t.Helper()
-	done := r.h.Sent.expectMarker()
-	r.dispatch.Enqueue(fleet.Notification{URL: done.url})
-	select {
-	case <-done.ch:
-	case <-time.After(5 * time.Second):
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.dispatch.Wait(ctx); err != nil {
 		r.h.t.Fatalf("the dispatcher did not deliver within 5 s")
 	}
 }

@@ -2,27 +2,19 @@ package alerttest
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/verifier/controlplane/app/fleet"
 )
 
-// markerPrefix starts the URL of the marker notifications that Sync sends.
-// The recorder signals their arrival and does not record them.
-const markerPrefix = "alerttest-sync:"
-
 // Recorder is an alert.Sender that keeps every notification it is given.
 type Recorder struct {
-	mu      sync.Mutex
-	sent    []fleet.Notification
-	markers map[string]chan struct{}
-	next    int
+	mu   sync.Mutex
+	sent []fleet.Notification
 }
 
 // NewRecorder returns an empty recorder.
-func NewRecorder() *Recorder { return &Recorder{markers: map[string]chan struct{}{}} }
+func NewRecorder() *Recorder { return &Recorder{} }
 
 // Name returns "recorder".
 func (r *Recorder) Name() string { return "recorder" }
@@ -31,29 +23,8 @@ func (r *Recorder) Name() string { return "recorder" }
 func (r *Recorder) Send(_ context.Context, n fleet.Notification) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if strings.HasPrefix(n.URL, markerPrefix) {
-		if ch, ok := r.markers[n.URL]; ok {
-			close(ch)
-			delete(r.markers, n.URL)
-		}
-		return nil
-	}
 	r.sent = append(r.sent, n)
 	return nil
-}
-
-type marker struct {
-	url string
-	ch  chan struct{}
-}
-
-func (r *Recorder) expectMarker() marker {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.next++
-	m := marker{url: markerPrefix + strconv.Itoa(r.next), ch: make(chan struct{})}
-	r.markers[m.url] = m.ch
-	return m
 }
 
 // All returns every recorded notification, oldest first.

@@ -136,7 +136,9 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 			return min(max(a.Settings.Current().SnapshotInterval/5, time.Second), 5*time.Second)
 		}})
 	}
-	a.Scheduler = scheduler.New(a.Store, replicaID(), jobs, scheduler.Options{}, log)
+	a.Scheduler = scheduler.New(a.Store, replicaID(), jobs, scheduler.Options{
+		OnStoreDown: a.Alerts.StoreDown, OnStoreBack: a.Alerts.StoreBack,
+	}, log)
 
 	assets, err := static.New()
 	if err != nil {
@@ -145,7 +147,7 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 	}
 	ui := web.NewUI(a.Service, assets, cfg.Token)
 	reloadSettings := make(chan struct{}, 1)
-	a.Hub = web.NewHub(ui, rdb, web.HubOptions{OnSettings: func() {
+	a.Hub = web.NewHub(ui, rdb, a.Store.Channel(), web.HubOptions{OnSettings: func() {
 		select {
 		case reloadSettings <- struct{}{}:
 		default: // a reload is already due

@@ -307,7 +307,7 @@ func (p *parser) percent(name string, def float64) float64 {
 		return def
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f <= 0 || f > 100 {
+	if err != nil || !(f > 0 && f <= 100) { // the negated form also rejects NaN
 		p.fail(name, "must be a percentage greater than 0 and at most 100, such as 5 or 2.5; got %q", v)
 		return def
 	}

@@ -59,9 +59,9 @@ type Command struct {
 // Transition returns the desired state that action leads to for a worker
 // whose desired state is desired and whose last reported status is status.
 // It returns an ECONFLICT error with the reason when the command makes no
-// sense: pausing a paused worker, resuming a running one, anything but a
-// stop for a worker that is already shutting down, or anything at all for a
-// worker that reported stopped.
+// sense: pausing a paused worker, resuming a running one, pausing or
+// draining a worker that is already shutting down, or anything but a resume
+// for a worker that reported stopped.
 func Transition(action Action, desired, status State) (State, error) {
 	if desired == "" {
 		desired = DefaultDesiredState
@@ -69,9 +69,10 @@ func Transition(action Action, desired, status State) (State, error) {
 	conflict := func(reason string) (State, error) {
 		return "", &Error{Code: ECONFLICT, Field: "action", Message: fmt.Sprintf("cannot %s: %s", action, reason)}
 	}
-	// A worker that reported stopped has exited: no command reaches it,
-	// and only its supervisor can start a new process.
-	if status == StateStopped {
+	// A worker that reported stopped has exited: no pause, drain or stop
+	// reaches it. Resume does matter: it releases the id, so that the next
+	// process started with it runs instead of inheriting the drain or stop.
+	if status == StateStopped && action != ActionResume {
 		if action == ActionStop && desired == StateStopped {
 			return conflict("the worker was already told to stop")
 		}
@@ -88,15 +89,12 @@ func Transition(action Action, desired, status State) (State, error) {
 			return conflict("the worker is " + string(desired) + "; it will not take work again")
 		}
 	case ActionResume:
-		switch desired {
-		case StatePaused, StateDraining:
-			// Resuming a drain cancels it, as long as the worker has not exited.
-			return StateRunning, nil
-		case StateRunning:
+		// Resuming a drain or a stop cancels it if the worker has not
+		// exited yet, and releases the id if it has.
+		if desired == StateRunning {
 			return conflict("the worker is already running")
-		default:
-			return conflict("the worker was told to stop")
 		}
+		return StateRunning, nil
 	case ActionDrain:
 		switch desired {
 		case StateRunning, StatePaused:

@@ -24,7 +24,7 @@ var expectedTransitions = map[Action]transitionRule{
 		StateRunning:  "",
 		StatePaused:   StateRunning,
 		StateDraining: StateRunning,
-		StateStopped:  "",
+		StateStopped:  StateRunning,
 	},
 	ActionDrain: {
 		"":            StateDraining,
@@ -50,9 +50,9 @@ func TestTransitionEveryActionStateStatus(t *testing.T) {
 		for _, desired := range desiredStates {
 			for _, status := range statuses {
 				want := rule[desired]
-				// A worker that reported stopped has exited, and only a new
-				// process can run again, so every command is a conflict.
-				if status == StateStopped {
+				// A worker that reported stopped has exited: only resume,
+				// which releases its id for a new process, means anything.
+				if status == StateStopped && action != ActionResume {
 					want = ""
 				}
 
@@ -96,8 +96,9 @@ func TestTransitionConflictReasons(t *testing.T) {
 		{ActionResume, StateRunning, StateRunning, "already running"},
 		{ActionDrain, StateDraining, StateRunning, "already draining"},
 		{ActionStop, StateStopped, StateRunning, "already told to stop"},
-		{ActionResume, StateRunning, StateStopped, "has stopped"},
-		{ActionResume, StatePaused, StateStopped, "has stopped"},
+		{ActionResume, StateRunning, StateStopped, "already running"},
+		{ActionPause, StateRunning, StateStopped, "has stopped"},
+		{ActionDrain, StatePaused, StateStopped, "has stopped"},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.action)+"/"+string(tt.desired)+"/"+string(tt.status), func(t *testing.T) {

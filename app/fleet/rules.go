@@ -77,7 +77,8 @@ func EvaluateRules(in RuleInput) []Candidate {
 }
 
 func heartbeatMissing(in RuleInput, w *Worker, grace time.Duration) (Candidate, bool) {
-	if !w.Stale || w.Status == StateStopped || w.Desired == StateStopped {
+	// A worker told to drain or stop is expected to exit and fall silent.
+	if !w.Stale || w.Status == StateStopped || w.Desired == StateStopped || w.Desired == StateDraining {
 		return Candidate{}, false
 	}
 	// Count silence only from when we could hear the worker again.

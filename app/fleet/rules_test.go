@@ -205,7 +205,10 @@ func TestEvaluateRulesCommandNotApplied(t *testing.T) {
 		{"drain applied", StateDraining, StateDraining, command(ActionDrain, time.Minute), false, nil},
 		{"drain finished", StateStopped, StateDraining, command(ActionDrain, time.Minute), false, nil},
 		{"pause ignored", StateRunning, StatePaused, command(ActionPause, time.Minute), false, []string{notApplied}},
-		{"stale worker", StateRunning, StateDraining, command(ActionDrain, 10*time.Minute), true, []string{"heartbeat_missing/worker/w-01"}},
+		// A worker told to drain is expected to exit, so its silence pages
+		// nobody.
+		{"stale after drain", StateRunning, StateDraining, command(ActionDrain, 10*time.Minute), true, nil},
+		{"stale after pause", StateRunning, StatePaused, command(ActionPause, 10*time.Minute), true, []string{"heartbeat_missing/worker/w-01"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -85,7 +85,7 @@ func (s *Store) SaveAlertStates(ctx context.Context, next map[string]fleet.Alert
 			p.LPush(ctx, alertHistoryKey, b)
 		}
 		p.LTrim(ctx, alertHistoryKey, 0, alertHistoryCap-1)
-		p.Publish(ctx, EventsChannel, "alerts")
+		p.Publish(ctx, s.channel, "alerts")
 		return nil
 	})
 	if err != nil {
@@ -112,19 +112,53 @@ func (s *Store) ResolvedAlerts(ctx context.Context, limit int) ([]fleet.Alert, e
 	return out, nil
 }
 
-// ClaimNotify atomically claims the right to send a firing notification for
-// fp for one cooldown. It returns false when someone already has.
-func (s *Store) ClaimNotify(ctx context.Context, fp string, cooldown time.Duration) (bool, error) {
+// NotifyClaim is the outcome of ClaimNotify.
+type NotifyClaim struct {
+	// Won is set when this caller claimed the notification and must send it.
+	Won bool
+	// SameIncident is set when the claim is held for the same incident
+	// (another replica or an earlier check sent it), at ClaimedAt.
+	SameIncident bool
+	ClaimedAt    time.Time
+}
+
+// claimNotifyScript takes the notify claim of an alert, or returns the
+// holder's value.
+//
+//	KEYS[1] the claim key
+//	ARGV[1] "<incident start ms>:<claim time ms>"
+//	ARGV[2] the claim's expiry (the cooldown) in milliseconds
+//
+// It returns "" when the claim was taken, else the current value.
+var claimNotifyScript = goredis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return '' end
+return redis.call('GET', KEYS[1]) or ''
+`)
+
+// ClaimNotify atomically claims the right to send a firing notification of
+// the incident of fp that started at startsAt, for one cooldown. Within the
+// cooldown nobody else wins it: a flapping alert's new incident waits for
+// the cooldown to end.
+func (s *Store) ClaimNotify(ctx context.Context, fp string, startsAt, now time.Time, cooldown time.Duration) (NotifyClaim, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	if cooldown < time.Second {
 		cooldown = time.Second
 	}
-	ok, err := s.rdb.SetNX(ctx, notifyClaimKey(fp), "1", cooldown).Result()
-	if err != nil {
-		return false, wrap("claim notification", err)
+	value := strconv.FormatInt(startsAt.UnixMilli(), 10) + ":" + strconv.FormatInt(now.UnixMilli(), 10)
+	held, err := claimNotifyScript.Run(ctx, s.rdb, []string{notifyClaimKey(fp)}, value, cooldown.Milliseconds()).Text()
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return NotifyClaim{}, wrap("claim notification", err)
 	}
-	return ok, nil
+	if held == "" {
+		return NotifyClaim{Won: true, ClaimedAt: now}, nil
+	}
+	start, at, _ := strings.Cut(held, ":")
+	ms, _ := strconv.ParseInt(at, 10, 64)
+	return NotifyClaim{
+		SameIncident: start == strconv.FormatInt(startsAt.UnixMilli(), 10),
+		ClaimedAt:    time.UnixMilli(ms).UTC(),
+	}, nil
 }
 
 // ClaimResolved atomically claims the resolved notification of an incident.
@@ -166,7 +200,7 @@ func (s *Store) AddSilence(ctx context.Context, sl fleet.Silence) error {
 	}
 	_, err = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.HSet(ctx, silencesKey, sl.ID, b)
-		p.Publish(ctx, EventsChannel, "alerts")
+		p.Publish(ctx, s.channel, "alerts")
 		return nil
 	})
 	if err != nil {
@@ -190,7 +224,7 @@ func (s *Store) RemoveSilence(ctx context.Context, id string) (fleet.Silence, er
 	_ = json.Unmarshal([]byte(raw), &sl)
 	_, err = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		p.HDel(ctx, silencesKey, id)
-		p.Publish(ctx, EventsChannel, "alerts")
+		p.Publish(ctx, s.channel, "alerts")
 		return nil
 	})
 	if err != nil {

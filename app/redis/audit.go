@@ -46,7 +46,7 @@ func (s *Store) AppendAudit(ctx context.Context, e fleet.AuditEntry) error {
 			p.LTrim(ctx, workerAuditKey(e.WorkerID), 0, s.opts.WorkerAuditCap-1)
 			p.PExpire(ctx, workerAuditKey(e.WorkerID), s.opts.WorkerTTL)
 		}
-		p.Publish(ctx, EventsChannel, "audit")
+		p.Publish(ctx, s.channel, "audit")
 		return nil
 	})
 	if err != nil {

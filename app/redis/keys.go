@@ -33,6 +33,8 @@ const (
 	fleetRatesKey = "stats:fleet_rates" // hash: processed, failed, window_ms, at_ms
 	// EventsChannel is the pub/sub channel on which every replica announces
 	// changes; each message is "worker:<id>", "pool:<name>" or a topic name.
+	// Pub/sub ignores the database number, so stores on other databases
+	// than 0 use EventsChannel + ":<db>" (see Store.Channel).
 	EventsChannel = "controlplane:events"
 )
 

@@ -33,7 +33,7 @@ func (s *Store) SetSettingOverrides(ctx context.Context, set map[string]string, 
 		for k, v := range set {
 			p.HSet(ctx, settingsKey, k, v)
 		}
-		p.Publish(ctx, EventsChannel, "settings")
+		p.Publish(ctx, s.channel, "settings")
 		return nil
 	})
 	if err != nil {

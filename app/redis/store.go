@@ -36,6 +36,7 @@ type Store struct {
 	// cluster is set on Redis Cluster, which has no transaction across
 	// hash slots: one worker's fixed key names fall in different slots.
 	cluster bool
+	channel string
 }
 
 // New returns a Store on rdb.
@@ -53,8 +54,26 @@ func New(rdb goredis.UniversalClient, opts Options) *Store {
 		opts.WorkerAuditCap = 50
 	}
 	_, cluster := rdb.(*goredis.ClusterClient)
-	return &Store{rdb: rdb, opts: opts, cluster: cluster}
+	channel := EventsChannel
+	if db := databaseOf(rdb); db != 0 {
+		channel += ":" + strconv.Itoa(db)
+	}
+	return &Store{rdb: rdb, opts: opts, cluster: cluster, channel: channel}
 }
+
+// databaseOf returns the logical database a client uses.
+func databaseOf(rdb goredis.UniversalClient) int {
+	switch c := rdb.(type) {
+	case *goredis.Client:
+		return c.Options().DB
+	case *goredis.Ring:
+		return c.Options().DB
+	}
+	return 0
+}
+
+// Channel returns the pub/sub channel of this store's database.
+func (s *Store) Channel() string { return s.channel }
 
 // Client returns the underlying client, for pub/sub and the scheduler lock.
 func (s *Store) Client() goredis.UniversalClient { return s.rdb }
@@ -79,10 +98,9 @@ func (s *Store) Ping(ctx context.Context) error {
 // Heartbeat records hb and returns the worker's desired state in one round
 // trip: one transaction on a standalone server or Sentinel, and on Cluster
 // one pipeline in which every key is written with its expiry atomically. It
-// writes
-// the status, the receive time, meta and metrics, the active set, the known
-// pools and the index, refreshes the expiry of every per-worker key, announces
-// the change, and reads the desired state. It never writes the desired state.
+// writes the status, the receive time, meta and metrics, the active set, the
+// known pools and the index, refreshes the expiry of every per-worker key,
+// and reads the desired state. It never writes the desired state.
 func (s *Store) Heartbeat(ctx context.Context, hb *fleet.Heartbeat) (fleet.State, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -123,7 +141,8 @@ func (s *Store) Heartbeat(ctx context.Context, hb *fleet.Heartbeat) (fleet.State
 		p.SAdd(ctx, poolsKey, hb.Pool)
 		p.HSet(ctx, indexKey, id, hb.Pool+" "+string(hb.Status)+" "+hb.Host)
 		s.incrWithExpiry(ctx, p, heartbeatsPerMinuteKey(now/60_000), 5*time.Minute)
-		p.Publish(ctx, EventsChannel, "worker:"+id)
+		// No announcement: the event hub reads the index every tick and
+		// sees the new heartbeat time, which keeps PUBLISH off this path.
 		desired = p.Get(ctx, desiredKey(id))
 		return nil
 	}
@@ -391,7 +410,7 @@ func (s *Store) Scale(ctx context.Context, pool string, n int) (int, error) {
 	_, err := s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
 		prev = p.SetArgs(ctx, poolDesiredKey(pool), n, goredis.SetArgs{Get: true})
 		p.SAdd(ctx, poolsKey, pool)
-		p.Publish(ctx, EventsChannel, "pool:"+pool)
+		p.Publish(ctx, s.channel, "pool:"+pool)
 		return nil
 	})
 	if err != nil && !errors.Is(err, goredis.Nil) {
@@ -440,7 +459,7 @@ func (s *Store) SetDesired(ctx context.Context, id string, cmd fleet.Command) er
 		p.Del(ctx, commandKey(id))
 		p.HSet(ctx, commandKey(id), encodeCommand(cmd)...)
 		p.PExpire(ctx, commandKey(id), ttl)
-		p.Publish(ctx, EventsChannel, "worker:"+id)
+		p.Publish(ctx, s.channel, "worker:"+id)
 		return nil
 	})
 	if err != nil {
@@ -485,7 +504,7 @@ func (s *Store) RemoveWorkers(ctx context.Context, ids []string) error {
 			for _, k := range []string{statusKey(id), heartbeatKey(id), desiredKey(id), metaKey(id), metricsKey(id), commandKey(id), workerAuditKey(id)} {
 				p.Del(ctx, k)
 			}
-			p.Publish(ctx, EventsChannel, "worker:"+id)
+			p.Publish(ctx, s.channel, "worker:"+id)
 		}
 		return nil
 	})
@@ -510,7 +529,7 @@ func (s *Store) SilentSince(ctx context.Context, t time.Time) ([]string, error) 
 func (s *Store) Publish(ctx context.Context, topic string) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := s.rdb.Publish(ctx, EventsChannel, topic).Err(); err != nil {
+	if err := s.rdb.Publish(ctx, s.channel, topic).Err(); err != nil {
 		return wrap("publish", err)
 	}
 	return nil

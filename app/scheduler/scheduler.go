@@ -34,6 +34,11 @@ type Options struct {
 	// others. Default 15 s; the lock is renewed every third of it.
 	LockTTL time.Duration
 	Now     func() time.Time
+	// OnStoreDown and OnStoreBack are called when this replica's lock
+	// renewal first fails because Redis is unreachable, and when it
+	// reaches Redis again, whether or not it leads.
+	OnStoreDown func()
+	OnStoreBack func(ctx context.Context)
 }
 
 // Scheduler runs jobs while it holds the lock.
@@ -44,9 +49,10 @@ type Scheduler struct {
 	opts   Options
 	log    *slog.Logger
 
-	leader  atomic.Bool
-	next    map[string]time.Time
-	running map[string]*atomic.Bool // job -> a run is in progress
+	leader    atomic.Bool
+	storeDown bool
+	next      map[string]time.Time
+	running   map[string]*atomic.Bool // job -> a run is in progress
 
 	mu       sync.Mutex
 	failures map[string]string // job -> last error text, to log once per change
@@ -101,11 +107,22 @@ func (s *Scheduler) renew(ctx context.Context) {
 	if err != nil {
 		if fleet.ErrorCode(err) != fleet.EUNAVAILABLE {
 			s.leader.Store(false)
+		} else if !s.storeDown {
+			s.storeDown = true
+			if s.opts.OnStoreDown != nil {
+				s.opts.OnStoreDown()
+			}
 		}
 		s.logFailure("lock", err)
 		return
 	}
 	s.logFailure("lock", nil)
+	if s.storeDown {
+		s.storeDown = false
+		if s.opts.OnStoreBack != nil {
+			s.opts.OnStoreBack(ctx)
+		}
+	}
 	if ok != s.leader.Load() {
 		if ok {
 			s.log.Info("this replica now runs the periodic jobs", "holder", s.holder)

@@ -122,27 +122,47 @@ func (r *Runtime) Run(ctx context.Context, reload <-chan struct{}) {
 	}
 }
 
+// ShownPrefix starts the form keys that carry the value each field showed
+// when the form was rendered.
+const ShownPrefix = "shown."
+
+// maxSeconds bounds any seconds field before Validate checks its own range.
+const maxSeconds = 30 * 24 * 3600
+
 // Change is one setting changed by Save, for the audit trail.
 type Change struct {
 	Name, Before, After string
 }
 
 // Save validates form values (a value per field name; a bool field absent
-// from the form is false) and the fields named in reset, and stores them as
-// overrides. It returns every invalid field at once and stores nothing then.
+// from the form is false) and the fields named in reset, and stores only
+// what changed: a value that differs from the one in force becomes an
+// override, or drops the override when it equals the environment's. It
+// returns every invalid field at once and stores nothing then.
 func (r *Runtime) Save(ctx context.Context, form map[string]string, reset []string) ([]Change, map[string]string, error) {
+	// A field counts as edited only when its value differs from what the
+	// form showed: the form's "shown.<name>" values, or else this replica's
+	// values before the reload below. Edits apply on top of what is stored
+	// now, so a change that another replica made meanwhile is not undone.
+	shown := r.Current()
+	if err := r.Reload(ctx); err != nil {
+		return nil, nil, err
+	}
 	cur := r.Current()
 	next := cur
 	errs := map[string]string{}
 	set := map[string]string{}
 	resetting := map[string]bool{}
 	for _, name := range reset {
+		if field(name).Name == "" {
+			errs[name] = "is not a setting"
+			continue
+		}
 		resetting[name] = true
 	}
 	for _, f := range Fields {
 		if resetting[f.Name] {
-			def := r.defaults
-			copyField(&next, def, f)
+			copyField(&next, r.defaults, f)
 			continue
 		}
 		v, ok := form[f.Name]
@@ -151,13 +171,26 @@ func (r *Runtime) Save(ctx context.Context, form map[string]string, reset []stri
 		} else if !ok {
 			continue
 		}
-		v = strings.TrimSpace(v)
-		if err := apply(&next, f, v); err != nil {
+		if err := apply(&next, f, strings.TrimSpace(v)); err != nil {
 			errs[f.Name] = err.Error()
 			continue
 		}
-		if format(next, f) != format(cur, f) || r.Overridden(f.Name) {
-			set[f.Name] = format(next, f)
+		after := format(next, f)
+		before := format(shown, f)
+		if was, ok := form[ShownPrefix+f.Name]; ok {
+			before = strings.TrimSpace(was)
+		}
+		if after == before {
+			copyField(&next, cur, f) // not edited: keep what is stored now
+			continue
+		}
+		switch {
+		case after == format(cur, f):
+			// unchanged: nothing to write
+		case after == format(r.defaults, f):
+			resetting[f.Name] = true
+		default:
+			set[f.Name] = after
 		}
 	}
 	for k, v := range r.validate(next) {
@@ -175,19 +208,16 @@ func (r *Runtime) Save(ctx context.Context, form map[string]string, reset []stri
 			changes = append(changes, Change{Name: f.Name, Before: before, After: after})
 		}
 	}
-	// Values equal to the environment's are stored only when they differ
-	// from it, so "from the environment" stays true for untouched fields.
-	for name, v := range set {
-		f := field(name)
-		if v == format(r.defaults, f) && !r.Overridden(name) {
-			delete(set, name)
-		}
-	}
 	resetNames := make([]string, 0, len(resetting))
 	for name := range resetting {
-		resetNames = append(resetNames, name)
+		if r.Overridden(name) {
+			resetNames = append(resetNames, name)
+		}
 	}
 	sort.Strings(resetNames)
+	if len(set) == 0 && len(resetNames) == 0 {
+		return changes, nil, nil
+	}
 	if err := r.store.SetSettingOverrides(ctx, set, resetNames); err != nil {
 		return nil, nil, err
 	}
@@ -223,9 +253,11 @@ func apply(s *fleet.Settings, f Field, v string) error {
 		}
 		*boolField(s, f.Name) = b
 	case KindSeconds:
+		// Bounded before the conversion, so a huge number cannot overflow
+		// into a valid-looking duration.
 		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("must be a whole number of seconds")
+		if err != nil || n < 0 || n > maxSeconds {
+			return fmt.Errorf("must be a whole number of seconds from 0 to %d", maxSeconds)
 		}
 		*durationField(s, f.Name) = time.Duration(n) * time.Second
 	case KindPercent:

@@ -707,8 +707,9 @@ func TestCommandConflicts(t *testing.T) {
 		{"resume when running", nil, "running", "resume", "already running"},
 		{"drain when draining", []string{"drain"}, "running", "drain", "already draining"},
 		{"stop when stopped", []string{"stop"}, "stopped", "stop", "already told to stop"},
-		{"resume after reported stop", nil, "stopped", "resume", "has stopped"},
-		{"resume paused worker that stopped", []string{"pause"}, "stopped", "resume", "has stopped"},
+		{"resume after reported stop", nil, "stopped", "resume", "already running"},
+		{"pause after reported stop", nil, "stopped", "pause", "has stopped"},
+		{"drain paused worker that stopped", []string{"pause"}, "stopped", "drain", "has stopped"},
 		{"pause when draining", []string{"drain"}, "draining", "pause", "draining"},
 	}
 	for _, tt := range tests {

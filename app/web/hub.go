@@ -14,7 +14,6 @@ import (
 
 	"github.com/verifier/controlplane/app/fleet"
 	"github.com/verifier/controlplane/app/metrics"
-	"github.com/verifier/controlplane/app/redis"
 	"github.com/verifier/controlplane/app/service"
 	"github.com/verifier/controlplane/views"
 )
@@ -75,24 +74,35 @@ type pageState struct {
 // once for all the clients that show them, and sent without ever waiting on
 // a client: a client whose buffer is full is dropped.
 type Hub struct {
-	ui   *UI
-	rdb  goredis.UniversalClient
-	opts HubOptions
-	log  *slog.Logger
-	m    *metrics.Metrics
+	ui      *UI
+	rdb     goredis.UniversalClient
+	channel string
+	opts    HubOptions
+	log     *slog.Logger
+	m       *metrics.Metrics
 
-	mu        sync.Mutex
-	clients   map[*client]struct{}
-	pending   map[string]struct{}
-	lastStale map[string]bool
+	mu      sync.Mutex
+	clients map[*client]struct{}
+	pending map[string]struct{}
+	// seen is each worker's index entry at the last tick; a difference
+	// means a heartbeat arrived (on any replica) or liveness changed.
+	seen      map[string]seenEntry
 	pages     map[string]*pageState
 	lastSent  map[string][]byte // fragment event -> last HTML sent to all
 	storeDown bool
 	closed    bool
 }
 
-// NewHub returns a hub; Run starts it.
-func NewHub(ui *UI, rdb goredis.UniversalClient, opts HubOptions, m *metrics.Metrics, log *slog.Logger) *Hub {
+// seenEntry is what the hub compares between ticks.
+type seenEntry struct {
+	heartbeat time.Time
+	status    fleet.State
+	stale     bool
+}
+
+// NewHub returns a hub that hears changes on channel (the store's); Run
+// starts it.
+func NewHub(ui *UI, rdb goredis.UniversalClient, channel string, opts HubOptions, m *metrics.Metrics, log *slog.Logger) *Hub {
 	if opts.Tick <= 0 {
 		opts.Tick = time.Second
 	}
@@ -103,7 +113,7 @@ func NewHub(ui *UI, rdb goredis.UniversalClient, opts HubOptions, m *metrics.Met
 		opts.Buffer = 256
 	}
 	return &Hub{
-		ui: ui, rdb: rdb, opts: opts, log: log, m: m,
+		ui: ui, rdb: rdb, channel: channel, opts: opts, log: log, m: m,
 		clients: map[*client]struct{}{}, pending: map[string]struct{}{},
 		pages: map[string]*pageState{}, lastSent: map[string][]byte{},
 	}
@@ -129,7 +139,7 @@ func (h *Hub) Run(ctx context.Context) {
 // receive subscribes to the events channel; go-redis resubscribes by itself
 // after a connection loss, and the hub's tick keeps running meanwhile.
 func (h *Hub) receive(ctx context.Context) {
-	ps := h.rdb.Subscribe(ctx, redis.EventsChannel)
+	ps := h.rdb.Subscribe(ctx, h.channel)
 	defer ps.Close()
 	ch := ps.Channel(goredis.WithChannelSize(10_000))
 	for {
@@ -273,23 +283,25 @@ func (h *Hub) flush(ctx context.Context) {
 			poolChanged = true
 		}
 	}
-	// Liveness changes with time alone: push workers that turned stale or
-	// came back even when nothing was announced.
+	// Heartbeats are not announced: a worker whose heartbeat time, status or
+	// liveness differs from the last tick changed. Liveness changes with
+	// time alone, so a worker turning stale is pushed although nothing
+	// happened to it.
 	grace, now := h.ui.svc.Grace(), h.ui.svc.Now()
-	stale := make(map[string]bool, len(entries))
+	seen := make(map[string]seenEntry, len(entries))
 	for _, e := range entries {
-		s := fleet.IsStale(e.LastHeartbeat, now, grace)
-		stale[e.ID] = s
-		if prev, ok := h.lastStale[e.ID]; ok && prev != s {
+		cur := seenEntry{heartbeat: e.LastHeartbeat, status: e.Status, stale: fleet.IsStale(e.LastHeartbeat, now, grace)}
+		seen[e.ID] = cur
+		if prev, ok := h.seen[e.ID]; !ok || prev != cur {
 			changed[e.ID] = true
 		}
 	}
-	for id := range h.lastStale {
-		if _, ok := stale[id]; !ok {
+	for id := range h.seen {
+		if _, ok := seen[id]; !ok {
 			changed[id] = true // removed
 		}
 	}
-	h.lastStale = stale
+	h.seen = seen
 
 	if len(changed) > 0 || poolChanged {
 		h.pushOverviewShared(ctx, entries, views)

@@ -96,6 +96,7 @@ func (u *UI) settingsData(errs map[string]string, form map[string]string) views.
 		}
 		d.Fields = append(d.Fields, views.SettingField{
 			Name: f.Name, Label: f.Label, Help: f.Help, Kind: f.Kind, Value: v, Env: f.Env,
+			Shown:      settings.Value(cur, f.Name),
 			Overridden: u.settings.Overridden(f.Name), Error: errs[f.Name],
 		})
 	}
@@ -118,8 +119,10 @@ func (u *UI) handleSaveSettings(c *fiber.Ctx) error {
 	// An unchecked checkbox sends nothing, which Save reads as false.
 	form := map[string]string{}
 	for _, f := range settings.Fields {
-		if c.Request().PostArgs().Has(f.Name) {
-			form[f.Name] = c.FormValue(f.Name)
+		for _, key := range []string{f.Name, settings.ShownPrefix + f.Name} {
+			if c.Request().PostArgs().Has(key) {
+				form[key] = c.FormValue(key)
+			}
 		}
 	}
 	var reset []string
