@@ -29,6 +29,9 @@ type Error struct {
 	Code    string
 	Message string
 	Field   string
+	// Dependency names what was unavailable ("redis", "mysql") for an
+	// EUNAVAILABLE error; empty means the state store, Redis.
+	Dependency string
 }
 
 func (e *Error) Error() string {

@@ -50,12 +50,17 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 	if period.Equal(s.lastPeriod) {
 		return nil
 	}
-	if !s.lastPeriod.IsZero() && period.Sub(s.lastPeriod) > interval {
-		missed := int(period.Sub(s.lastPeriod)/interval) - 1
-		s.log.Warn("snapshot periods were missed", "missed", missed, "after", s.lastPeriod, "interval", interval)
-	}
+	// A stalled MySQL must not hold the job forever: the scheduler skips a
+	// job that is still running, so snapshots would stop without a word.
+	ctx, cancel := context.WithTimeout(ctx, min(max(interval, 5*time.Second), time.Minute))
+	defer cancel()
 
-	snap, err := s.build(ctx, db, now, period)
+	prev, prevAt, err := db.PreviousWorkerCounters(ctx)
+	if err != nil {
+		s.m.Snapshots.WithLabelValues("failed").Inc()
+		return fmt.Errorf("snapshot: read the previous snapshot: %w", err)
+	}
+	snap, err := s.build(ctx, now, period, prev, prevAt)
 	if err != nil {
 		s.m.Snapshots.WithLabelValues("failed").Inc()
 		return fmt.Errorf("snapshot: %w", err)
@@ -72,6 +77,12 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 		s.m.LastSnapshot.Set(float64(now.Unix()))
 		s.conn.setLastSnapshot(now)
 		s.log.Debug("snapshot written", "period", period, "pools", len(snap.Pools), "workers", len(snap.Workers))
+		// Judged from what MySQL holds, so a restart or a new leader
+		// neither hides a gap nor reports a false one.
+		if prevPeriod := prevAt.Truncate(interval); !prevAt.IsZero() && period.Sub(prevPeriod) > interval {
+			missed := int(period.Sub(prevPeriod)/interval) - 1
+			s.log.Warn("snapshot periods were missed", "missed", missed, "after", prevPeriod, "interval", interval)
+		}
 	}
 	s.lastPeriod = period
 
@@ -84,8 +95,9 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 }
 
 // build reads the fleet and computes each pool's jobs since the previous
-// snapshot from its workers' cumulative counters.
-func (s *Snapshotter) build(ctx context.Context, db *mysql.DB, now, period time.Time) (fleet.Snapshot, error) {
+// snapshot (taken at prevAt, zero when there is none) from its workers'
+// cumulative counters.
+func (s *Snapshotter) build(ctx context.Context, now, period time.Time, prev map[string][2]float64, prevAt time.Time) (fleet.Snapshot, error) {
 	entries, err := s.svc.Index(ctx)
 	if err != nil {
 		return fleet.Snapshot{}, err
@@ -99,10 +111,6 @@ func (s *Snapshotter) build(ctx context.Context, db *mysql.DB, now, period time.
 		ids[i] = e.ID
 	}
 	workers, err := s.svc.WorkersByID(ctx, ids)
-	if err != nil {
-		return fleet.Snapshot{}, err
-	}
-	prev, _, err := db.PreviousWorkerCounters(ctx)
 	if err != nil {
 		return fleet.Snapshot{}, err
 	}
@@ -126,7 +134,7 @@ func (s *Snapshotter) build(ctx context.Context, db *mysql.DB, now, period time.
 			HeartbeatAge: w.HeartbeatAge, Processed: w.Processed(), Failed: w.Failed(), MemoryMB: w.Metrics[fleet.MetricMemoryMB],
 		})
 		ps := byPool[w.Pool]
-		if ps == nil || len(prev) == 0 {
+		if ps == nil || prevAt.IsZero() {
 			continue // the first snapshot has no baseline to count from
 		}
 		before := prev[w.ID] // a worker new since the last snapshot counts from zero

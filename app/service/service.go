@@ -73,6 +73,10 @@ func New(store Store, settings Settings, opts Options, observer Observer, now fu
 // AddAuditSink sends every later audit entry to sink as well.
 func (s *Service) AddAuditSink(sink AuditSink) { s.sinks = append(s.sinks, sink) }
 
+// Log returns the service's logger, for callers that report a failure the
+// service does not see.
+func (s *Service) Log() *slog.Logger { return s.log }
+
 // Now returns the service's clock reading.
 func (s *Service) Now() time.Time { return s.now() }
 

@@ -51,8 +51,12 @@ func errorHandler(m *metrics.Metrics, log *slog.Logger, bodyLimit int, retryAfte
 		case fleet.EINTERNAL:
 			log.Error("request failed", "method", c.Method(), "route", c.Route().Path, "err", err)
 		case fleet.EUNAVAILABLE:
-			m.DependencyFailures.WithLabelValues("redis").Inc()
-			log.Warn("state store unavailable", "method", c.Method(), "route", c.Route().Path, "err", err)
+			dep := e.Dependency
+			if dep == "" {
+				dep = "redis"
+			}
+			m.DependencyFailures.WithLabelValues(dep).Inc()
+			log.Warn("dependency unavailable", "dependency", dep, "method", c.Method(), "route", c.Route().Path, "err", err)
 			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(retryAfter))
 		}
 		if isHTMX(c) {
@@ -68,7 +72,7 @@ func toUserError(err error, bodyLimit int) *fleet.Error {
 	var fe *fleet.Error
 	if errors.As(err, &fe) {
 		if fe.Code == fleet.EINTERNAL || fe.Code == fleet.EUNAVAILABLE {
-			return &fleet.Error{Code: fe.Code, Message: fe.Message}
+			return &fleet.Error{Code: fe.Code, Message: fe.Message, Dependency: fe.Dependency}
 		}
 		return fe
 	}

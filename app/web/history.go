@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
@@ -94,9 +95,19 @@ func (u *UI) historyDB() (*mysql.DB, error) {
 	}
 	db := u.history.DB()
 	if db == nil {
-		return nil, &fleet.Error{Code: fleet.EUNAVAILABLE, Message: "history is not connected to MySQL yet; retrying in the background"}
+		return nil, &fleet.Error{Code: fleet.EUNAVAILABLE, Dependency: "mysql", Message: "history is not connected to MySQL yet; retrying in the background"}
 	}
 	return db, nil
+}
+
+// mysqlUnavailable marks a failed history query as MySQL being unavailable,
+// so it is counted and reported as such, not as an internal error. Input
+// errors pass through.
+func mysqlUnavailable(err error) error {
+	if code := fleet.ErrorCode(err); code != fleet.EINTERNAL {
+		return err
+	}
+	return fmt.Errorf("history query: %w (%v)", &fleet.Error{Code: fleet.EUNAVAILABLE, Dependency: "mysql", Message: "history (MySQL) is unavailable; try again shortly"}, err)
 }
 
 func (u *UI) handlePoolChart(c *fiber.Ctx) error {
@@ -123,7 +134,7 @@ func (u *UI) handlePoolChart(c *fiber.Ctx) error {
 	defer cancel()
 	s, err := db.PoolSeries(ctx, mysql.SeriesQuery{Pool: pool, Since: since, Until: until, MaxPoints: chartPoints})
 	if err != nil {
-		return err
+		return mysqlUnavailable(err)
 	}
 	return c.JSON(pick(s, keep))
 }
@@ -150,7 +161,7 @@ func (u *UI) handleWorkerChart(c *fiber.Ctx) error {
 	defer cancel()
 	s, err := db.WorkerSeries(ctx, id, since, until, chartPoints)
 	if err != nil {
-		return err
+		return mysqlUnavailable(err)
 	}
 	return c.JSON(pick(s, keep))
 }
@@ -186,37 +197,43 @@ func (u *UI) handleAudit(c *fiber.Ctx) error {
 	before, _ := strconv.ParseInt(c.Query("before"), 10, 64)
 	d := views.AuditData{Filter: f}
 
-	db, dbErr := u.historyDB()
-	if dbErr == nil {
+	if db, err := u.historyDB(); err == nil {
 		ctx, cancel := context.WithTimeout(c.UserContext(), mysqlTimeout)
 		defer cancel()
 		recs, err := db.ListAudit(ctx, mysql.AuditFilter{
 			WorkerID: f.Worker, Pool: f.Pool, Actor: f.Actor, Kind: f.Kind, Since: since, Until: until,
 			Limit: 100, BeforeID: before,
 		})
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			d.Rows = append(d.Rows, views.AuditRow{ID: r.ID, Entry: r.AuditEntry})
-		}
-		d.Source = "From MySQL history, newest first."
-		if len(recs) == 100 {
-			d.NextBefore = recs[len(recs)-1].ID
-			q := c.Request().URI().QueryArgs()
-			q.Set("before", strconv.FormatInt(d.NextBefore, 10))
-			d.NextQuery = string(q.QueryString())
-		}
-	} else {
-		entries, err := u.svc.Audit(c.UserContext(), "", 10_000)
-		if err != nil {
-			return err
-		}
-		for _, e := range entries {
-			if matchAudit(e, f, since, until) && len(d.Rows) < 500 {
-				d.Rows = append(d.Rows, views.AuditRow{Entry: e})
+		if err == nil {
+			for _, r := range recs {
+				d.Rows = append(d.Rows, views.AuditRow{ID: r.ID, Entry: r.AuditEntry})
 			}
+			d.Source = "From MySQL history, newest first."
+			if len(recs) == 100 {
+				d.NextBefore = recs[len(recs)-1].ID
+				q := c.Request().URI().QueryArgs()
+				q.Set("before", strconv.FormatInt(d.NextBefore, 10))
+				d.NextQuery = string(q.QueryString())
+			}
+			return render(c, fiber.StatusOK, views.AuditPage(u.page("Audit", "audit", ""), d))
 		}
+		if fleet.ErrorCode(err) == fleet.EINVALID {
+			return err
+		}
+		u.svc.Log().Warn("audit page: MySQL query failed; showing the Redis list", "err", err)
+		d.Source = "MySQL history is unavailable right now, so this is the last 10,000 entries kept in Redis."
+	}
+
+	entries, err := u.svc.Audit(c.UserContext(), "", 10_000)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if matchAudit(e, f, since, until) && len(d.Rows) < 500 {
+			d.Rows = append(d.Rows, views.AuditRow{Entry: e})
+		}
+	}
+	if d.Source == "" {
 		d.Source = "From the last 10,000 entries kept in Redis. Set MYSQL_DSN to keep the whole trail."
 	}
 	return render(c, fiber.StatusOK, views.AuditPage(u.page("Audit", "audit", ""), d))
