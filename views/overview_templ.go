@@ -1391,7 +1391,7 @@ func WorkerRow(w *fleet.Worker, now time.Time) templ.Component {
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
-		templ_7745c5c3_Err = WorkerActions(w, RowEvent(w.ID)).Render(ctx, templ_7745c5c3_Buffer)
+		templ_7745c5c3_Err = WorkerActions(w, "closest tr").Render(ctx, templ_7745c5c3_Buffer)
 		if templ_7745c5c3_Err != nil {
 			return templ_7745c5c3_Err
 		}
@@ -1505,8 +1505,8 @@ func DesiredCell(w *fleet.Worker, now time.Time) templ.Component {
 }
 
 // WorkerActions are the buttons that make sense for the worker's state.
-// target is the id of the element that the response replaces: the row on
-// the overview, the panel on the worker page.
+// target selects the element that the response replaces: the row on the
+// overview, the panel on the worker page.
 func WorkerActions(w *fleet.Worker, target string) templ.Component {
 	return templruntime.GeneratedTemplate(func(templ_7745c5c3_Input templruntime.GeneratedComponentInput) (templ_7745c5c3_Err error) {
 		templ_7745c5c3_W, ctx := templ_7745c5c3_Input.Writer, templ_7745c5c3_Input.Context
@@ -1566,9 +1566,9 @@ func WorkerActions(w *fleet.Worker, target string) templ.Component {
 						return templ_7745c5c3_Err
 					}
 					var templ_7745c5c3_Var85 string
-					templ_7745c5c3_Var85, templ_7745c5c3_Err = templruntime.NewAttributeExpression("#" + target).Resolve(ctx)
+					templ_7745c5c3_Var85, templ_7745c5c3_Err = templruntime.NewAttributeExpression(target).Resolve(ctx)
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `overview.templ`, Line: 274, Col: 28}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `overview.templ`, Line: 274, Col: 22}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ_7745c5c3_Var85)
 					if templ_7745c5c3_Err != nil {

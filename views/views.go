@@ -35,6 +35,20 @@ func RowEvent(id string) string { return "row-" + id }
 // PoolRowEvent returns the element id of one pool's row.
 func PoolRowEvent(pool string) string { return "pool-" + pool }
 
+// IDSelector returns a CSS selector for the element with id. Ids hold
+// worker and pool names, whose dots would otherwise read as classes.
+func IDSelector(id string) string {
+	var b strings.Builder
+	b.WriteByte('#')
+	for _, r := range id {
+		if r == '.' || r == ':' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // Page is what every page's layout needs.
 type Page struct {
 	Title string
@@ -95,8 +109,8 @@ type Overview struct {
 
 // WorkerDetail is the worker page.
 type WorkerDetail struct {
-	Page    Page
-	Worker  *fleet.Worker
+	Page      Page
+	Worker    *fleet.Worker
 	History   []fleet.AuditEntry
 	Now       time.Time
 	HistoryOn bool

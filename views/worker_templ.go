@@ -226,7 +226,7 @@ func WorkerPanel(d WorkerDetail) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = WorkerActions(d.Worker, EventWorker).Render(ctx, templ_7745c5c3_Buffer)
+			templ_7745c5c3_Err = WorkerActions(d.Worker, "#"+EventWorker).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -60,9 +61,20 @@ type client struct {
 	view View
 	ch   chan []byte
 	once sync.Once
+	// conn is the client's connection, closed when the hub drops the client.
+	conn net.Conn
 }
 
 func (c *client) close() { c.once.Do(func() { close(c.ch) }) }
+
+// drop ends a client that cannot keep up. Closing its connection frees the
+// stream writer, which may be blocked writing to a peer that stopped reading.
+func (c *client) drop() {
+	c.close()
+	if c.conn != nil {
+		_ = c.conn.Close()
+	}
+}
 
 // pageState is what the hub last sent to the clients of one overview view.
 type pageState struct {
@@ -235,7 +247,7 @@ func (h *Hub) send(msg []byte, match func(*client) bool) {
 		case c.ch <- msg:
 		default:
 			delete(h.clients, c)
-			c.close()
+			c.drop()
 			h.m.StreamDropped.Inc()
 			h.m.StreamClients.Set(float64(len(h.clients)))
 		}

@@ -14,6 +14,9 @@ func (s *Server) routes() {
 	// Probes answer without auth and reveal nothing else.
 	app.Get("/healthz", handleHealthz)
 	app.Get("/readyz", s.handleReadyz)
+	// Browsers ask for it on every page; there is none, and no login is
+	// needed to say so.
+	app.Get("/favicon.ico", func(c *fiber.Ctx) error { return c.SendStatus(fiber.StatusNoContent) })
 
 	// Basic credentials work here too, and browsers resend them to
 	// cross-site forms, so the CSRF guard covers the API as well.

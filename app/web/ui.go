@@ -72,13 +72,13 @@ func (u *UI) routes(app *fiber.App, s *Server) {
 	g := app.Group(UIPrefix, requireToken(s.deps.Token, challengeBasic), csrfGuard(u.csrf))
 	g.Get("/static/:name", u.assets.Handler())
 	g.Get("/", func(c *fiber.Ctx) error { return c.Redirect(UIPrefix+"/overview", fiber.StatusFound) })
-	g.Get("/overview", u.handleOverview)
-	g.Get("/workers/:id", u.handleWorker)
+	g.Get("/overview", noStore, u.handleOverview)
+	g.Get("/workers/:id", noStore, u.handleWorker)
 	g.Get("/events", u.handleEvents)
 	g.Post("/workers/:id/:action", handleWorkerCommand(u.svc, u))
 	g.Post("/pools/:pool/scale", handleScalePool(u.svc, u))
 	g.Post("/pools/:pool/:action", handlePoolCommand(u.svc, u))
-	g.Get("/alerts", u.handleAlerts)
+	g.Get("/alerts", noStore, u.handleAlerts)
 	g.Post("/alerts/silences", u.handleSilence)
 	g.Post("/alerts/silences/:id/lift", u.handleLiftSilence)
 	g.Get("/audit", u.handleAudit)
@@ -142,6 +142,14 @@ func renderInlineError(c *fiber.Ctx, status int, e *fleet.Error) error {
 	c.Set("HX-Retarget", "#flash")
 	c.Set("HX-Reswap", "innerHTML")
 	return render(c, status, views.Flash(e.Message, true))
+}
+
+// noStore keeps pages out of the browser's back/forward cache, where a
+// page would keep its event stream open and use up the six connections a
+// browser allows per host.
+func noStore(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Next()
 }
 
 func (u *UI) page(title, nav, stream string) views.Page {
@@ -223,6 +231,9 @@ func (u *UI) handleEvents(c *fiber.Ctx) error {
 	}
 
 	cl := u.hub.Subscribe(c.UserContext(), view)
+	// The hub closes the connection when it drops a client that stopped
+	// reading: the stream writer would block on the socket otherwise.
+	cl.conn = c.Context().Conn()
 	keepAlive := u.hub.opts.KeepAlive
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
@@ -427,7 +438,7 @@ func (u *UI) renderScaleError(c *fiber.Ctx, pool string, err error) error {
 	if perr != nil {
 		return err
 	}
-	c.Set("HX-Retarget", "#"+views.PoolRowEvent(pool))
+	c.Set("HX-Retarget", views.IDSelector(views.PoolRowEvent(pool)))
 	c.Set("HX-Reswap", "outerHTML")
 	return render(c, fiber.StatusUnprocessableEntity, views.PoolRow(p, u.svc.MaxDesiredCount(), fleet.ErrorMessage(err)))
 }

@@ -52,12 +52,16 @@ document.addEventListener("htmx:sseError", () => {
   document.body.dataset.stream = "error";
 });
 
-// A live update must not wipe what an operator is typing: skip swapping
-// a fragment that holds a focused or edited form field. The next update
-// after the edit, or the form's own response, brings the fragment up to date.
+// A live update must not wipe what an operator is typing, nor an inline
+// error they have not read: the swap of a fragment that holds a focused,
+// edited or invalid form field is held back and applied once the operator
+// is done with it (the latest held fragment wins).
 function isEditing(root) {
   const active = document.activeElement;
   if (active && root.contains(active) && active.matches("input, select, textarea")) {
+    return true;
+  }
+  if (root.querySelector("[aria-invalid='true']")) {
     return true;
   }
   for (const field of root.querySelectorAll("input:not([type=hidden]), textarea")) {
@@ -75,9 +79,74 @@ function isEditing(root) {
   }
   return false;
 }
+
+/** Fragments held back, keyed by the id of the element they replace. */
+const heldSwaps = new Map();
+
 document.addEventListener("htmx:sseBeforeMessage", (event) => {
-  if (event.target instanceof Element && isEditing(event.target)) {
-    event.preventDefault();
+  const target = event.target;
+  if (!(target instanceof Element) || !target.id || !isEditing(target)) {
+    return;
+  }
+  const html = event.detail.data;
+  event.preventDefault();
+  heldSwaps.set(target.id, html);
+
+  // When the edits sit in rows or forms with ids that the update also
+  // has, swap the rest now and keep those (hx-preserve keeps an element
+  // with the same id across a swap). Otherwise the whole swap waits.
+  const editing = [...target.querySelectorAll("tr[id], form[id]")].filter(isEditing);
+  if (editing.length === 0) {
+    return;
+  }
+  const incoming = document.createElement("template");
+  incoming.innerHTML = html;
+  for (const el of editing) {
+    const replacement = incoming.content.getElementById(el.id);
+    if (!replacement) {
+      return;
+    }
+    replacement.setAttribute("hx-preserve", "true");
+  }
+  htmx.swap(target, incoming.innerHTML, { swapStyle: target.getAttribute("hx-swap") || "innerHTML" });
+});
+
+function applyHeldSwaps() {
+  for (const [id, html] of heldSwaps) {
+    const target = document.getElementById(id);
+    if (!target) {
+      heldSwaps.delete(id);
+      continue;
+    }
+    if (isEditing(target)) {
+      continue;
+    }
+    heldSwaps.delete(id);
+    htmx.swap(target, html, { swapStyle: target.getAttribute("hx-swap") || "innerHTML" });
+  }
+}
+
+// Focus moves before the new element has it, so check once it settled.
+document.addEventListener("focusout", () => setTimeout(applyHeldSwaps, 0));
+document.addEventListener("change", () => setTimeout(applyHeldSwaps, 0));
+document.addEventListener("htmx:afterSettle", () => setTimeout(applyHeldSwaps, 0));
+
+// A page kept in the back/forward cache would hold its event stream open
+// and use up the six connections a browser allows per host: close the
+// stream when the page is hidden that way, and reload it when it returns.
+window.addEventListener("pagehide", (event) => {
+  if (!event.persisted) {
+    return;
+  }
+  // The SSE extension closes an element's EventSource when htmx cleans the
+  // element up; htmx.trigger passes the event to the extension.
+  for (const el of document.querySelectorAll("[sse-connect]")) {
+    htmx.trigger(el, "htmx:beforeCleanupElement");
+  }
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) {
+    window.location.reload();
   }
 });
 
