@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -18,11 +17,11 @@ import (
 // Bench measures a running control plane: /healthz throughput as the
 // machine's baseline, heartbeat throughput with many distinct worker ids and
 // its latency, latency at a fixed heartbeat rate, and list latency.
-func Bench(ctx context.Context, args []string, stdout io.Writer) error {
+func Bench(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	url := fs.String("url", "http://localhost:8080", "base URL of the control plane")
-	token := fs.String("token", os.Getenv("CONTROL_PLANE_TOKEN"), "bearer token (default $CONTROL_PLANE_TOKEN)")
+	token := fs.String("token", getenv("CONTROL_PLANE_TOKEN"), "bearer token (default $CONTROL_PLANE_TOKEN, also read from .env)")
 	duration := fs.Duration("duration", 10*time.Second, "length of each throughput run")
 	concurrency := fs.Int("concurrency", 64, "concurrent connections of the closed-loop runs")
 	workers := fs.Int("workers", 10_000, "distinct worker ids")
@@ -44,7 +43,7 @@ func Bench(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("healthz run: %w", err)
 	}
-	fmt.Fprintf(stdout, "healthz baseline:   %s\n", hz)
+	fmt.Fprintf(stdout, "healthz baseline:   %s", hz)
 
 	hb := base
 	hb.Target = load.TargetHeartbeat
@@ -52,7 +51,12 @@ func Bench(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("heartbeat run: %w", err)
 	}
-	fmt.Fprintf(stdout, "heartbeat:          %s\n", res)
+	fmt.Fprintf(stdout, "heartbeat:          %s", res)
+	// Only successful requests count: a ratio of rejected heartbeats (a
+	// wrong token, say) would look like a result.
+	if res.Errors > 0 {
+		return fmt.Errorf("heartbeat run: %d of %d requests failed (first: %s); fix that before reading the numbers", res.Errors, res.Requests, res.FirstError)
+	}
 	if hz.Throughput > 0 {
 		fmt.Fprintf(stdout, "heartbeat/healthz:  %.0f%% (target >= 40%%)\n", 100*res.Throughput/hz.Throughput)
 	}
@@ -65,7 +69,7 @@ func Bench(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("fixed-rate run: %w", err)
 		}
-		fmt.Fprintf(stdout, "heartbeat @%.0f/s: %s (target p99 <= 5ms)\n", *rate, fr)
+		fmt.Fprintf(stdout, "heartbeat @%.0f/s (target p99 <= 5ms): %s", *rate, fr)
 	}
 
 	for _, path := range []string{"/api/workers?limit=100", "/api/pools"} {

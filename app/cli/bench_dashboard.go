@@ -60,20 +60,20 @@ type dashboardBench struct {
 // event, the server's CPU and memory meanwhile, and the overview's response
 // time with the whole fleet. It also compares the bytes one open dashboard
 // receives with polling the overview every 5 s.
-func BenchDashboard(ctx context.Context, args []string, stdout io.Writer) error {
-	b, err := parseDashboardBench(args, stdout)
+func BenchDashboard(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	b, err := parseDashboardBench(args, getenv, stdout)
 	if err != nil || b == nil {
 		return err
 	}
 	return b.run(ctx, stdout)
 }
 
-func parseDashboardBench(args []string, stdout io.Writer) (*dashboardBench, error) {
+func parseDashboardBench(args []string, getenv func(string) string, stdout io.Writer) (*dashboardBench, error) {
 	fs := flag.NewFlagSet("bench-dashboard", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	b := &dashboardBench{}
 	fs.StringVar(&b.url, "url", "http://localhost:8080", "base URL of the control plane")
-	fs.StringVar(&b.token, "token", os.Getenv("CONTROL_PLANE_TOKEN"), "bearer token (default $CONTROL_PLANE_TOKEN)")
+	fs.StringVar(&b.token, "token", getenv("CONTROL_PLANE_TOKEN"), "bearer token (default $CONTROL_PLANE_TOKEN, also read from .env)")
 	fs.IntVar(&b.workers, "workers", 10_000, "distinct worker ids, each seeded with one heartbeat first")
 	fs.IntVar(&b.pools, "pools", 20, "pools the worker ids are spread over")
 	fs.Float64Var(&b.rate, "rate", 2_000, "heartbeats per second during the run, rotating over the worker ids")

@@ -25,11 +25,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "", "serve":
 		return Serve(ctx, getenv, stdout)
 	case "simulate":
-		return Simulate(ctx, args[1:], stdout)
+		return Simulate(ctx, args[1:], getenv, stdout)
 	case "bench":
-		return Bench(ctx, args[1:], stdout)
+		return Bench(ctx, args[1:], getenv, stdout)
 	case "bench-dashboard":
-		return BenchDashboard(ctx, args[1:], stdout)
+		return BenchDashboard(ctx, args[1:], getenv, stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -47,4 +49,37 @@ func openRedis(cfg config.Config, log *slog.Logger) (client goredis.UniversalCli
 		MaxRetries: -1,
 	})
 	return client, stop, nil
+}
+
+// redisLog sends go-redis' own messages (failed dials, pool trouble) to
+// slog, once per distinct message a minute: during an outage go-redis
+// would otherwise write one line to stderr per request.
+type redisLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+// Printf implements go-redis' logger interface.
+func (l *redisLog) Printf(ctx context.Context, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	now := time.Now()
+	l.mu.Lock()
+	last, ok := l.seen[msg]
+	if !ok || now.Sub(last) >= time.Minute {
+		l.seen[msg] = now
+	}
+	if len(l.seen) > 1000 {
+		clear(l.seen) // messages carry addresses; keep the map bounded
+	}
+	l.mu.Unlock()
+	if !ok || now.Sub(last) >= time.Minute {
+		l.log.WarnContext(ctx, "redis client", "message", msg)
+	}
+}
+
+// routeRedisLog sends go-redis' messages to log. go-redis keeps its logger
+// in a package variable, so the last call wins for the whole process.
+func routeRedisLog(log *slog.Logger) {
+	goredis.SetLogger(&redisLog{log: log, seen: map[string]time.Time{}})
 }

@@ -38,6 +38,7 @@ func Serve(ctx context.Context, getenv func(string) string, stdout io.Writer) er
 		return err
 	}
 	log := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	routeRedisLog(log)
 
 	app, err := Start(cfg, log)
 	if err != nil {

@@ -15,11 +15,11 @@ import (
 
 // Simulate runs a fleet of simulated workers that heartbeat over HTTP and
 // obey their desired state, until interrupted or every worker has exited.
-func Simulate(ctx context.Context, args []string, stdout io.Writer) error {
+func Simulate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	url := fs.String("url", "http://localhost:8080", "base URL of the control plane")
-	token := fs.String("token", os.Getenv("CONTROL_PLANE_TOKEN"), "bearer token (default $CONTROL_PLANE_TOKEN)")
+	token := fs.String("token", getenv("CONTROL_PLANE_TOKEN"), "bearer token (default $CONTROL_PLANE_TOKEN, also read from .env)")
 	workers := fs.Int("workers", 10, "number of simulated workers")
 	pools := fs.Int("pools", 3, "number of pools the workers are spread over")
 	interval := fs.Duration("interval", 0, "heartbeat interval; unset follows the server's heartbeat_interval_seconds")
