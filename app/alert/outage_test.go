@@ -167,7 +167,14 @@ func TestPartitionBlamesNoWorker(t *testing.T) {
 func TestPartitionWithNewLeaderBlamesNoWorker(t *testing.T) {
 	h, proxy := partitionHarness(t)
 	old, next := h.Replica(alerttest.Options()), h.Replica(alerttest.Options())
+	// Every replica's scheduler renews the lock every few seconds, so the
+	// one that does not lead notes the outage too (scheduler.Options
+	// OnStoreDown), and each records its end with its first renewal after
+	// it (OnStoreBack), before the new leader's first check.
+	next.StoreDown()
 	partition(t, h, proxy, old)
+	next.StoreBack(context.Background())
+	old.StoreBack(context.Background())
 
 	next.MustCheck()
 	if failed, err := outageSteps(t, h, next, 6); failed != 0 {
