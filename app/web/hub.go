@@ -182,9 +182,9 @@ func (h *Hub) Announce(topic string) {
 
 // Subscribe registers a stream for view and queues the current state of
 // everything the view shows, so a client that connects or reconnects first
-// sees the truth.
-func (h *Hub) Subscribe(ctx context.Context, view View) *client {
-	c := &client{view: view, ch: make(chan []byte, h.opts.Buffer)}
+// sees the truth. conn, if not nil, is closed when the client is dropped.
+func (h *Hub) Subscribe(ctx context.Context, view View, conn net.Conn) *client {
+	c := &client{view: view, ch: make(chan []byte, h.opts.Buffer), conn: conn}
 	msgs, ids := h.ui.initialState(ctx, view)
 	for _, msg := range msgs {
 		c.ch <- msg

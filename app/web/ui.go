@@ -230,10 +230,9 @@ func (u *UI) handleEvents(c *fiber.Ctx) error {
 		return fleet.Errorf(fleet.EINVALID, "view", "view must be overview, worker or alerts")
 	}
 
-	cl := u.hub.Subscribe(c.UserContext(), view)
 	// The hub closes the connection when it drops a client that stopped
 	// reading: the stream writer would block on the socket otherwise.
-	cl.conn = c.Context().Conn()
+	cl := u.hub.Subscribe(c.UserContext(), view, c.Context().Conn())
 	keepAlive := u.hub.opts.KeepAlive
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
