@@ -58,6 +58,30 @@ func respondOK(desired string, intervalSeconds float64) func(int, http.ResponseW
 	}
 }
 
+// runUntil runs w until srv has received n heartbeats, or fails the test
+// after timeout. Waiting for a count, not counting in a fixed window, keeps
+// the test right on a loaded machine.
+func runUntil(t *testing.T, srv *recordingServer, w *Worker, n int, timeout time.Duration, status func() (string, map[string]float64), onDesired func(string)) []time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, status, onDesired) }()
+	for {
+		times, _ := srv.requests()
+		if len(times) >= n {
+			cancel()
+			<-done
+			return times
+		}
+		if ctx.Err() != nil {
+			<-done
+			t.Fatalf("got %d heartbeats in %s, want %d", len(times), timeout, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // runWorker runs w for the given duration and returns Run's error.
 func runWorker(t *testing.T, w *Worker, d time.Duration, status func() (string, map[string]float64), onDesired func(string)) error {
 	t.Helper()
@@ -105,7 +129,7 @@ func TestWorkerFixedIntervalIgnoresServer(t *testing.T) {
 }
 
 func TestWorkerSendsStatusAndCallsOnDesired(t *testing.T) {
-	srv := newRecordingServer(t, respondOK("draining", 0.1))
+	srv := newRecordingServer(t, respondOK("draining", 10))
 	started := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	w := &Worker{Client: New(srv.URL, "t"), ID: "w-7", Pool: "emails", Host: "h1", PID: 42,
 		Version: "2.0.0", StartedAt: started}
@@ -114,7 +138,14 @@ func TestWorkerSendsStatusAndCallsOnDesired(t *testing.T) {
 	status := func() (string, map[string]float64) {
 		return StatusPaused, map[string]float64{"jobs_processed": 3}
 	}
-	_ = runWorker(t, w, 50*time.Millisecond, status, func(d string) { desired = append(desired, d) })
+	var mu sync.Mutex
+	runUntil(t, srv, w, 1, 3*time.Second, status, func(d string) {
+		mu.Lock()
+		desired = append(desired, d)
+		mu.Unlock()
+	})
+	mu.Lock()
+	defer mu.Unlock()
 
 	_, bodies := srv.requests()
 	if len(bodies) != 1 {
@@ -155,12 +186,8 @@ func TestWorkerHonoursRetryAfter(t *testing.T) {
 	w := &Worker{Client: New(srv.URL, "t"), ID: "w-1", Pool: "p", Interval: 50 * time.Millisecond,
 		OnError: func(err error, retryIn time.Duration) { retryIns = append(retryIns, retryIn) }}
 
-	_ = runWorker(t, w, 1300*time.Millisecond, nil, nil)
+	times := runUntil(t, srv, w, 2, 5*time.Second, nil, nil)
 
-	times, _ := srv.requests()
-	if len(times) < 2 {
-		t.Fatalf("got %d heartbeats, want a retry after the 503", len(times))
-	}
 	if gap := times[1].Sub(times[0]); gap < time.Second {
 		t.Errorf("retry came %v after the 503, want at least the 1s Retry-After", gap)
 	}
@@ -176,24 +203,20 @@ func TestWorkerBacksOffExponentially(t *testing.T) {
 	w := &Worker{Client: New(srv.URL, "t"), ID: "w-1", Pool: "p", Interval: 40 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond}
 
-	_ = runWorker(t, w, 900*time.Millisecond, nil, nil)
-
 	// Waits are 40, 80, 160, 200 (capped), 200ms, each -10% at least.
-	times, _ := srv.requests()
-	want := []time.Duration{40, 80, 160, 200}
-	if len(times) < len(want)+1 {
-		t.Fatalf("got %d heartbeats, want at least %d", len(times), len(want)+1)
-	}
+	times := runUntil(t, srv, w, 6, 10*time.Second, nil, nil)
+	want := []time.Duration{40, 80, 160, 200, 200}
 	for i, base := range want {
 		gap := times[i+1].Sub(times[i])
 		if min := base * time.Millisecond * 9 / 10; gap < min {
 			t.Errorf("wait %d = %v, want at least %v", i+1, gap, min)
 		}
 	}
-	// The cap bounds the number of retries from below as well: without it
-	// the 5th wait would be 640ms and only 5 requests would fit.
-	if len(times) < 6 {
-		t.Errorf("got %d heartbeats in 900ms, want at least 6 with backoff capped at 200ms", len(times))
+	// Without the cap the 5th wait would be 640ms, at least 576ms after
+	// jitter; capped, it is about 200ms, so 500ms leaves room for a busy
+	// machine and still tells the two apart.
+	if gap := times[5].Sub(times[4]); gap >= 500*time.Millisecond {
+		t.Errorf("wait 5 = %v, want about 200ms with backoff capped at 200ms", gap)
 	}
 }
 
@@ -205,12 +228,11 @@ func TestWorkerRetriesPermanentErrorAtInterval(t *testing.T) {
 	w := &Worker{Client: New(srv.URL, "t"), ID: "w-1", Pool: "p", Interval: 50 * time.Millisecond,
 		OnError: func(err error, _ time.Duration) { errs = append(errs, err) }}
 
-	_ = runWorker(t, w, 500*time.Millisecond, nil, nil)
-
-	// Without backoff, about ten tries fit in 500ms; with it, only four.
-	times, _ := srv.requests()
-	if len(times) < 7 {
-		t.Errorf("got %d heartbeats in 500ms, want at least 7 at the 50ms interval", len(times))
+	// With backoff the 4th wait would be 400ms (at least 360ms after
+	// jitter); at the plain 50ms interval it is about 50ms.
+	times := runUntil(t, srv, w, 5, 5*time.Second, nil, nil)
+	if gap := times[4].Sub(times[3]); gap >= 300*time.Millisecond {
+		t.Errorf("wait 4 = %v, want about the 50ms interval without backoff", gap)
 	}
 	var apiErr *APIError
 	if len(errs) == 0 || !errors.As(errs[0], &apiErr) || apiErr.StatusCode != 401 {
