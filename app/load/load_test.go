@@ -111,8 +111,10 @@ func TestRunHeartbeatClosedLoop(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 
-	if result.Requests < 20 {
-		t.Fatalf("Requests = %d in 300ms against a local server, want at least 20", result.Requests)
+	// A local server answers in well under a millisecond; five requests
+	// in 300ms still hold on a machine busy with other tests.
+	if result.Requests < 5 {
+		t.Fatalf("Requests = %d in 300ms against a local server, want at least 5", result.Requests)
 	}
 	if result.Errors != 0 {
 		t.Errorf("Errors = %d (first: %s), want 0", result.Errors, result.FirstError)
