@@ -76,7 +76,7 @@ type fixture struct {
 	rdb      *goredis.Client
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	_, _, rdb := testenv.Redis(t)
 	store := cpredis.New(rdb, cpredis.Options{WorkerTTL: 24 * time.Hour, Timeout: 5 * time.Second})
