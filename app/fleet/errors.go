@@ -16,6 +16,7 @@ const (
 	ECONFLICT    = "conflict"           // the request makes no sense in the current state: 409
 	ETOOLARGE    = "too_large"          // request body over the limit: 413
 	EMETHOD      = "method_not_allowed" // 405
+	ETIMEOUT     = "request_timeout"    // the request was not read in time: 408
 	EUNAUTH      = "unauthorized"       // missing or wrong token: 401
 	EFORBIDDEN   = "forbidden"          // authenticated, but rejected (CSRF): 403
 	EUNAVAILABLE = "unavailable"        // a dependency such as Redis is down: 503

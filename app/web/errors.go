@@ -32,6 +32,7 @@ var statusByCode = map[string]int{
 	fleet.ECONFLICT:    fiber.StatusConflict,
 	fleet.ETOOLARGE:    fiber.StatusRequestEntityTooLarge,
 	fleet.EMETHOD:      fiber.StatusMethodNotAllowed,
+	fleet.ETIMEOUT:     fiber.StatusRequestTimeout,
 	fleet.EUNAVAILABLE: fiber.StatusServiceUnavailable,
 	fleet.EINTERNAL:    fiber.StatusInternalServerError,
 }
@@ -83,6 +84,8 @@ func toUserError(err error, bodyLimit int) *fleet.Error {
 			return fleet.Errorf(fleet.ENOTFOUND, "", "no such endpoint: %s", fiberErr.Message)
 		case fiber.StatusMethodNotAllowed:
 			return fleet.Errorf(fleet.EMETHOD, "", "method not allowed on this endpoint; the Allow header lists the accepted ones")
+		case fiber.StatusRequestTimeout:
+			return fleet.Errorf(fleet.ETIMEOUT, "", "the request was not received within the read timeout")
 		case fiber.StatusRequestEntityTooLarge:
 			return fleet.Errorf(fleet.ETOOLARGE, "body", "request body must be at most %d bytes", bodyLimit)
 		}
