@@ -22,12 +22,21 @@ func openRedis(cfg config.Config, log *slog.Logger) (client goredis.UniversalCli
 	stop = func() {}
 	if len(addrs) == 0 {
 		mr := miniredis.NewMiniRedis()
+		// It listens on a loopback port: a random password keeps other
+		// local processes from changing state behind the token's back.
+		password := config.NewToken()
+		mr.RequireAuth(password)
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, nil, fmt.Errorf("start embedded redis: %w", err)
 		}
-		log.Warn("REDIS_ADDR is not set: using an embedded in-process Redis; state is not durable and is lost on restart", "addr", mr.Addr())
+		log.Warn("REDIS_ADDR is not set: using an embedded in-process Redis; state is not durable and is lost on restart")
 		addrs = []string{mr.Addr()}
-		stop = mr.Close
+		cfg.RedisPassword = password
+		stopClock := expireOnWallClock(mr)
+		stop = func() {
+			stopClock()
+			mr.Close()
+		}
 	}
 	client = goredis.NewUniversalClient(&goredis.UniversalOptions{
 		Addrs:         addrs,
@@ -82,4 +91,29 @@ func (l *redisLog) Printf(ctx context.Context, format string, args ...any) {
 // in a package variable, so the last call wins for the whole process.
 func routeRedisLog(log *slog.Logger) {
 	goredis.SetLogger(&redisLog{log: log, seen: map[string]time.Time{}})
+}
+
+// expireOnWallClock makes keys of mr expire as time passes, as on a real
+// Redis: miniredis counts TTLs down only when told to. It advances them once
+// a second, which costs one pass over the keys a second, where miniredis'
+// own ClockTTL pays that pass on every command. Call the returned function
+// to stop.
+func expireOnWallClock(mr *miniredis.Miniredis) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		ticker := time.NewTicker(time.Second)
+		defer ticker.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-ticker.C:
+				mr.FastForward(now.Sub(last))
+				last = now
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
 }

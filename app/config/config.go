@@ -52,7 +52,7 @@ type Config struct {
 	WorkerRetention time.Duration
 	MaxDesiredCount int // POOL_MAX_DESIRED_COUNT, default 1000
 	// MetricsMaxPools caps the pool label values in /metrics
-	// (METRICS_MAX_POOLS, default 100); the rest are summed as pool="_other".
+	// (METRICS_MAX_POOLS, default 100); the rest are summed as pool="(other)".
 	MetricsMaxPools int
 
 	Alerts Alerts

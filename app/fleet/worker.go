@@ -61,6 +61,11 @@ func ValidateName(field, s string) error {
 	if !nameRE.MatchString(s) {
 		return Errorf(EINVALID, field, "%s must match [A-Za-z0-9._-]{1,128}; got %q", field, truncate(s, 40))
 	}
+	// Browsers and proxies rewrite "." and ".." out of URL paths, so such a
+	// worker or pool could never be addressed.
+	if s == "." || s == ".." {
+		return Errorf(EINVALID, field, "%s must match [A-Za-z0-9._-]{1,128} and not be . or ..", field)
+	}
 	return nil
 }
 

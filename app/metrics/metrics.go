@@ -92,7 +92,9 @@ func (m *Metrics) CommandIssued(action fleet.Action, source string) {
 }
 
 // OtherPool is the pool label under which pools past the cap are summed.
-const OtherPool = "_other"
+// The parentheses are outside the characters a pool name may contain, so no
+// real pool can share the label and make a scrape fail on a duplicate.
+const OtherPool = "(other)"
 
 // FleetCollector reads live worker and pool counts at scrape time, so the
 // numbers are the same on every replica.
@@ -109,7 +111,7 @@ type FleetCollector struct {
 
 // NewFleetCollector returns a collector that calls pools at each scrape and
 // exports at most maxPools pool label values: the largest pools by worker
-// count, with the rest summed under pool="_other".
+// count, with the rest summed under pool="(other)".
 func NewFleetCollector(pools func(ctx context.Context) ([]*fleet.Pool, error), maxPools int, timeout time.Duration) *FleetCollector {
 	return &FleetCollector{
 		pools: pools, maxPools: maxPools, timeout: timeout,
