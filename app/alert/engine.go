@@ -32,8 +32,8 @@ type Store interface {
 	Samples(ctx context.Context) (map[string][2]redis.CounterSample, error)
 	SaveSamples(ctx context.Context, samples map[string][2]redis.CounterSample) error
 	SetFleetRates(ctx context.Context, r fleet.FleetRates) error
-	StoreOutageEnd(ctx context.Context) (time.Time, error)
-	SetStoreOutageEnd(ctx context.Context, t time.Time) error
+	StoreOutage(ctx context.Context) (start, end time.Time, err error)
+	SetStoreOutage(ctx context.Context, start, end time.Time) error
 	SilentSince(ctx context.Context, t time.Time) ([]string, error)
 	RemoveWorkers(ctx context.Context, ids []string) error
 }
@@ -119,7 +119,7 @@ func (e *Engine) Check(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("alert check: sample counters: %w", err)
 	}
-	outageEnd, err := e.store.StoreOutageEnd(ctx)
+	outageStart, outageEnd, err := e.store.StoreOutage(ctx)
 	if err != nil {
 		return fmt.Errorf("alert check: %w", err)
 	}
@@ -138,7 +138,8 @@ func (e *Engine) Check(ctx context.Context) error {
 	}
 	candidates := fleet.EvaluateRules(fleet.RuleInput{
 		Now: now, Settings: s, HeartbeatInterval: e.opts.HeartbeatInterval,
-		Workers: workers, Pools: pools, Rates: rates, StoreOutageEnd: outageEnd, Firing: firing,
+		Workers: workers, Pools: pools, Rates: rates, Firing: firing,
+		StoreOutageStart: outageStart, StoreOutageEnd: outageEnd,
 	})
 	silenced := func(a fleet.Alert) bool {
 		for _, sl := range silences {
@@ -271,7 +272,7 @@ func (e *Engine) storeBack(ctx context.Context, now time.Time) error {
 	if down.IsZero() {
 		return nil
 	}
-	if err := e.store.SetStoreOutageEnd(ctx, now); err != nil {
+	if err := e.store.SetStoreOutage(ctx, down, now); err != nil {
 		e.mu.Lock()
 		if e.storeDownSince.IsZero() {
 			e.storeDownSince, e.storeAlert = down, sent // try again next time
@@ -279,7 +280,7 @@ func (e *Engine) storeBack(ctx context.Context, now time.Time) error {
 		e.mu.Unlock()
 		return err
 	}
-	e.log.Info("Redis reachable again; workers get a full grace period before any is blamed", "down_for", now.Sub(down).Round(time.Second))
+	e.log.Info("Redis reachable again; workers get the grace period plus the outage's length to come back before any is blamed", "down_for", now.Sub(down).Round(time.Second))
 	if sent != nil {
 		a := *sent
 		a.Status, a.EndsAt = fleet.AlertResolved, now

@@ -21,9 +21,11 @@ type RuleInput struct {
 	Workers           []*Worker // with Derive applied
 	Pools             []*Pool
 	Rates             map[string]WorkerRate
-	// StoreOutageEnd is when the control plane last regained Redis after
-	// losing it, or zero. Silence during our own outage blames no worker.
-	StoreOutageEnd time.Time
+	// StoreOutageStart and StoreOutageEnd bound the control plane's last
+	// Redis outage, or are zero. Silence during our own outage blames no
+	// worker.
+	StoreOutageStart time.Time
+	StoreOutageEnd   time.Time
 	// Firing holds the fingerprints firing before this check, so a rule can
 	// keep firing inside a hysteresis band instead of flapping.
 	Firing map[string]bool
@@ -40,6 +42,10 @@ type Candidate struct {
 // above the threshold and resolves only below 80 % of it, so a rate hovering
 // at the threshold does not fire and resolve over and over.
 const errorRateResolveRatio = 0.8
+
+// MaxOutageAllowance caps the extra time workers get to come back after a
+// Redis outage, on top of the grace period.
+const MaxOutageAllowance = 5 * time.Minute
 
 // CommandGraceHeartbeats is how many heartbeat intervals a worker has to
 // apply a command before command_not_applied fires.
@@ -81,10 +87,17 @@ func heartbeatMissing(in RuleInput, w *Worker, grace time.Duration) (Candidate, 
 	if !w.Stale || w.Status == StateStopped || w.Desired == StateStopped || w.Desired == StateDraining {
 		return Candidate{}, false
 	}
-	// Count silence only from when we could hear the worker again.
 	since := w.LastHeartbeat
-	if in.StoreOutageEnd.After(since) {
-		since = in.StoreOutageEnd
+	if !in.StoreOutageEnd.IsZero() && !w.LastHeartbeat.Before(in.StoreOutageStart.Add(-grace)) {
+		// The worker was alive when our outage began. Count its silence
+		// only from when it could reach us again, plus as long as the
+		// outage lasted (at most MaxOutageAllowance), because clients back
+		// off while the server answers 503. A worker already missing
+		// before the outage keeps its alert.
+		back := in.StoreOutageEnd.Add(min(in.StoreOutageEnd.Sub(in.StoreOutageStart), MaxOutageAllowance))
+		if back.After(since) {
+			since = back
+		}
 	}
 	if in.Now.Sub(since) <= grace {
 		return Candidate{}, false

@@ -45,28 +45,35 @@ func evaluate(in RuleInput) ([]string, []Candidate) {
 
 func TestEvaluateRulesHeartbeatMissing(t *testing.T) {
 	const missing = "heartbeat_missing/worker/w-01"
+	type outage struct{ began, ended time.Duration } // before ruleNow
 	tests := []struct {
-		name       string
-		worker     *Worker
-		outageEnds time.Duration // before ruleNow; zero means no outage
-		want       []string
+		name   string
+		worker *Worker
+		outage outage // zero means none
+		want   []string
 	}{
-		{"fresh", silentWorker(5*time.Second, StateRunning, StateRunning), 0, nil},
-		{"silent exactly the grace", silentWorker(ruleGrace, StateRunning, StateRunning), 0, nil},
-		{"silent past the grace", silentWorker(ruleGrace+time.Second, StateRunning, StateRunning), 0, []string{missing}},
-		{"paused and silent", silentWorker(5*time.Minute, StatePaused, StatePaused), 0, []string{missing}},
-		{"reported stopped", silentWorker(5*time.Minute, StateStopped, StateRunning), 0, nil},
-		{"told to stop", silentWorker(5*time.Minute, StateRunning, StateStopped), 0, nil},
-		{"outage ended within the grace", silentWorker(5*time.Minute, StateRunning, StateRunning), 10 * time.Second, nil},
-		{"outage ended exactly the grace ago", silentWorker(5*time.Minute, StateRunning, StateRunning), ruleGrace, nil},
-		{"outage ended past the grace", silentWorker(5*time.Minute, StateRunning, StateRunning), ruleGrace + time.Second, []string{missing}},
-		{"outage ended before the last heartbeat", silentWorker(40*time.Second, StateRunning, StateRunning), 2 * time.Minute, []string{missing}},
+		{"fresh", silentWorker(5*time.Second, StateRunning, StateRunning), outage{}, nil},
+		{"silent exactly the grace", silentWorker(ruleGrace, StateRunning, StateRunning), outage{}, nil},
+		{"silent past the grace", silentWorker(ruleGrace+time.Second, StateRunning, StateRunning), outage{}, []string{missing}},
+		{"paused and silent", silentWorker(5*time.Minute, StatePaused, StatePaused), outage{}, []string{missing}},
+		{"reported stopped", silentWorker(5*time.Minute, StateStopped, StateRunning), outage{}, nil},
+		{"told to stop", silentWorker(5*time.Minute, StateRunning, StateStopped), outage{}, nil},
+		// The worker gets the grace plus the outage's length after it: an
+		// outage from 290 s to 160 s ago lasted 130 s, so the allowance
+		// ended 30 s ago, exactly the grace.
+		{"outage just ended", silentWorker(100*time.Second, StateRunning, StateRunning), outage{90 * time.Second, 20 * time.Second}, nil},
+		{"outage allowance exactly used", silentWorker(300*time.Second, StateRunning, StateRunning), outage{290 * time.Second, 160 * time.Second}, nil},
+		{"outage allowance passed", silentWorker(300*time.Second, StateRunning, StateRunning), outage{290 * time.Second, 200 * time.Second}, []string{missing}},
+		{"long outage allowance capped", silentWorker(1000*time.Second, StateRunning, StateRunning), outage{995 * time.Second, 400 * time.Second}, []string{missing}},
+		{"missing before the outage", silentWorker(300*time.Second, StateRunning, StateRunning), outage{100 * time.Second, 50 * time.Second}, []string{missing}},
+		{"outage ended before the last heartbeat", silentWorker(40*time.Second, StateRunning, StateRunning), outage{200 * time.Second, 120 * time.Second}, []string{missing}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := RuleInput{Workers: []*Worker{tt.worker}}
-			if tt.outageEnds > 0 {
-				in.StoreOutageEnd = ruleNow.Add(-tt.outageEnds)
+			if tt.outage.ended > 0 {
+				in.StoreOutageStart = ruleNow.Add(-tt.outage.began)
+				in.StoreOutageEnd = ruleNow.Add(-tt.outage.ended)
 			}
 			got, _ := evaluate(in)
 			if !slices.Equal(got, tt.want) {
@@ -78,7 +85,10 @@ func TestEvaluateRulesHeartbeatMissing(t *testing.T) {
 
 func TestHeartbeatMissingAlertFields(t *testing.T) {
 	w := silentWorker(95*time.Second, StateRunning, StateRunning)
-	_, candidates := evaluate(RuleInput{Workers: []*Worker{w}, StoreOutageEnd: ruleNow.Add(-40 * time.Second)})
+	// Alive when the outage began, 90 s ago; 50 s have passed since the
+	// outage's allowance (its 20 s length) ended.
+	_, candidates := evaluate(RuleInput{Workers: []*Worker{w},
+		StoreOutageStart: ruleNow.Add(-90 * time.Second), StoreOutageEnd: ruleNow.Add(-70 * time.Second)})
 	if len(candidates) != 1 {
 		t.Fatalf("got %d candidates, want 1: %+v", len(candidates), candidates)
 	}

@@ -16,11 +16,11 @@ import (
 
 // Alerting keys.
 const (
-	alertStateKey    = "alerts:state"    // hash: fingerprint -> JSON fleet.AlertState
-	alertHistoryKey  = "alerts:resolved" // list: JSON fleet.Alert, newest first, capped
-	silencesKey      = "alerts:silences" // hash: silence id -> JSON fleet.Silence
-	samplesKey       = "alerts:samples"  // hash: worker id -> two counter samples, "at p f at p f"
-	outageEndKey     = "alerts:store_outage_end"
+	alertStateKey    = "alerts:state"        // hash: fingerprint -> JSON fleet.AlertState
+	alertHistoryKey  = "alerts:resolved"     // list: JSON fleet.Alert, newest first, capped
+	silencesKey      = "alerts:silences"     // hash: silence id -> JSON fleet.Silence
+	samplesKey       = "alerts:samples"      // hash: worker id -> two counter samples, "at p f at p f"
+	outageKey        = "alerts:store_outage" // string: "<start ms>:<end ms>" of the last Redis outage
 	alertHistoryCap  = 200
 	resolvedClaimTTL = 24 * time.Hour
 )
@@ -317,27 +317,32 @@ func (s *Store) SaveSamples(ctx context.Context, samples map[string][2]CounterSa
 	return nil
 }
 
-// StoreOutageEnd returns when the scheduler last regained Redis, or zero.
-func (s *Store) StoreOutageEnd(ctx context.Context) (time.Time, error) {
+// StoreOutage returns the start and end of the last Redis outage that a
+// replica noticed, or zero times.
+func (s *Store) StoreOutage(ctx context.Context) (start, end time.Time, err error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	v, err := s.rdb.Get(ctx, outageEndKey).Int64()
+	v, err := s.rdb.Get(ctx, outageKey).Result()
 	if errors.Is(err, goredis.Nil) {
-		return time.Time{}, nil
+		return time.Time{}, time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, wrap("read outage end", err)
+		return time.Time{}, time.Time{}, wrap("read outage", err)
 	}
-	return time.UnixMilli(v).UTC(), nil
+	a, b, _ := strings.Cut(v, ":")
+	startMS, _ := strconv.ParseInt(a, 10, 64)
+	endMS, _ := strconv.ParseInt(b, 10, 64)
+	return time.UnixMilli(startMS).UTC(), time.UnixMilli(endMS).UTC(), nil
 }
 
-// SetStoreOutageEnd records when the scheduler regained Redis; it expires
-// after a day, long after any grace period.
-func (s *Store) SetStoreOutageEnd(ctx context.Context, t time.Time) error {
+// SetStoreOutage records a Redis outage; it expires after a day, long after
+// any grace period.
+func (s *Store) SetStoreOutage(ctx context.Context, start, end time.Time) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	if err := s.rdb.Set(ctx, outageEndKey, t.UnixMilli(), 24*time.Hour).Err(); err != nil {
-		return wrap("write outage end", err)
+	v := strconv.FormatInt(start.UnixMilli(), 10) + ":" + strconv.FormatInt(end.UnixMilli(), 10)
+	if err := s.rdb.Set(ctx, outageKey, v, 24*time.Hour).Err(); err != nil {
+		return wrap("write outage", err)
 	}
 	return nil
 }
