@@ -113,6 +113,9 @@ func Start(cfg config.Config, log *slog.Logger) (*App, error) {
 		a.close()
 		return nil, err
 	}
+	if cfg.Alerts.Enabled && len(a.Channels.Senders) == 0 {
+		log.Warn("ALERTS_ENABLED is true but no channel is configured: set SLACK_WEBHOOK_URL or SMTP_HOST, SMTP_FROM and SMTP_TO, or nothing is sent")
+	}
 	a.dispatch = alert.NewDispatcher(a.Channels.Senders, log)
 	a.Alerts = alert.NewEngine(a.Store, a.Service, a.Settings.Current, a.dispatch, alert.Options{
 		HeartbeatInterval: cfg.HeartbeatInterval, WorkerRetention: cfg.WorkerRetention, PublicURL: cfg.PublicURL,

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -345,7 +346,10 @@ type scaleRequest struct {
 
 func parseScale(c *fiber.Ctx, max int) (int64, error) {
 	raw := c.FormValue("desired_count")
-	if strings.Contains(c.Get(fiber.HeaderContentType), "json") {
+	// A JSON body is read as JSON even without its Content-Type, as curl
+	// -d sends it.
+	body := bytes.TrimSpace(c.Body())
+	if strings.Contains(c.Get(fiber.HeaderContentType), "json") || (len(body) > 0 && body[0] == '{') {
 		var req scaleRequest
 		if err := decodeJSON(c.Body(), &req); err != nil {
 			return 0, err

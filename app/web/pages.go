@@ -31,6 +31,12 @@ func (u *UI) alertsData(ctx context.Context) (views.AlertsData, error) {
 	if u.settings != nil {
 		d.Enabled = u.settings.Current().AlertsEnabled
 	}
+	d.NoChannel = true
+	for _, ch := range u.channels {
+		if ch.Notifier != nil {
+			d.NoChannel = false
+		}
+	}
 	return d, err
 }
 
