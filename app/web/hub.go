@@ -34,7 +34,7 @@ type HubOptions struct {
 	OnSettings func()
 }
 
-// View is what one stream's page shows.
+// View describes the content of one stream's page.
 type View struct {
 	Kind     string // "overview", "worker" or "alerts"
 	Filter   service.WorkerFilter
@@ -76,7 +76,7 @@ func (c *client) drop() {
 	}
 }
 
-// pageState is what the hub last sent to the clients of one overview view.
+// pageState records the rows last sent to the clients of one overview view.
 type pageState struct {
 	ids []string
 }
@@ -105,7 +105,7 @@ type Hub struct {
 	closed    bool
 }
 
-// seenEntry is what the hub compares between ticks.
+// seenEntry is the part of an index entry that the hub compares between ticks.
 type seenEntry struct {
 	heartbeat time.Time
 	status    fleet.State
@@ -328,7 +328,7 @@ func (h *Hub) flush(ctx context.Context) {
 	}
 }
 
-// setStoreDown records Redis' state and tells clients when it changes; it
+// setStoreDown records Redis' state and sends clients the change. It
 // returns true when Redis has just come back.
 func (h *Hub) setStoreDown(down bool) (recovered bool) {
 	h.mu.Lock()
