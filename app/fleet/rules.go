@@ -92,7 +92,7 @@ func heartbeatMissing(in RuleInput, w *Worker, grace time.Duration) (Candidate, 
 		// The worker was alive when our outage began. Count its silence
 		// only from when it could reach us again, plus as long as the
 		// outage lasted (at most MaxOutageAllowance), because clients back
-		// off while the server answers 503. A worker already missing
+		// off while the server responds with 503. A worker already missing
 		// before the outage keeps its alert.
 		back := in.StoreOutageEnd.Add(min(in.StoreOutageEnd.Sub(in.StoreOutageStart), MaxOutageAllowance))
 		if back.After(since) {
