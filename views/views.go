@@ -77,6 +77,17 @@ type Summary struct {
 	ErrorWindow  string
 	// LastSnapshot says when history last succeeded, or is empty without MySQL.
 	LastSnapshot string
+	// Unknown is set when Redis could not be read: the numbers are shown as
+	// unknown, not as an empty fleet.
+	Unknown bool
+}
+
+// count formats a summary number, or "—" when it is unknown.
+func (s Summary) count(n int) string {
+	if s.Unknown {
+		return "—"
+	}
+	return strconv.Itoa(n)
 }
 
 // WorkerList is the workers table of the overview: a page of rows and the

@@ -175,6 +175,7 @@ func (u *UI) handleOverview(c *fiber.Ctx) error {
 		// Show the page with a warning rather than an error page: the
 		// stream fills it in when Redis is back.
 		o.Page.StoreDown = true
+		o.Summary = views.Summary{Unknown: true, ErrorWindow: "recent"}
 		o.Workers = u.workerList(f, nil, 0)
 		return render(c, fiber.StatusOK, views.OverviewPage(o))
 	}
