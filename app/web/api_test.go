@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -1189,6 +1190,9 @@ func sendHTTP(t *testing.T, client *http.Client, method, url, body string) respo
 
 // tryHTTP is sendHTTP for goroutines other than the test's own.
 func tryHTTP(client *http.Client, method, url, body string) (response, error) {
+	if len(body) > web.BodyLimit {
+		return sendOversized(method, url, body)
+	}
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return response{}, err
@@ -1491,4 +1495,37 @@ func TestGhostWorkerWithoutMeta(t *testing.T) {
 	if strings.Contains(string(res.body), `pool=""`) {
 		t.Error(`/metrics has a series with pool=""`)
 	}
+}
+
+// sendOversized sends a body over the server's limit on a raw connection,
+// writing and reading at once: the server answers 413 and closes the
+// connection before it has read the body, and net/http's client would then
+// report the failed write instead of the response.
+func sendOversized(method, rawURL, body string) (response, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return response{}, err
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		return response{}, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+
+	go func() {
+		// A write error is expected once the server has answered.
+		_, _ = fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+			method, u.RequestURI(), u.Host, testToken, len(body), body)
+	}()
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return response{}, fmt.Errorf("read the response to an oversized %s %s: %w", method, rawURL, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return response{}, fmt.Errorf("read body of %s %s: %w", method, rawURL, err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: b}, nil
 }
