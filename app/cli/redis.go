@@ -11,6 +11,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/verifier/controlplane/app/config"
+	"github.com/verifier/controlplane/app/embedredis"
 )
 
 // openRedis returns a universal client for the configured addresses: one
@@ -32,7 +33,7 @@ func openRedis(cfg config.Config, log *slog.Logger) (client goredis.UniversalCli
 		log.Warn("REDIS_ADDR is not set: using an embedded in-process Redis; state is not durable and is lost on restart")
 		addrs = []string{mr.Addr()}
 		cfg.RedisPassword = password
-		stopClock := expireOnWallClock(mr)
+		stopClock := embedredis.ExpireOnWallClock(mr)
 		stop = func() {
 			stopClock()
 			mr.Close()
@@ -91,29 +92,4 @@ func (l *redisLog) Printf(ctx context.Context, format string, args ...any) {
 // in a package variable, so the last call wins for the whole process.
 func routeRedisLog(log *slog.Logger) {
 	goredis.SetLogger(&redisLog{log: log, seen: map[string]time.Time{}})
-}
-
-// expireOnWallClock makes keys of mr expire as time passes, as on a real
-// Redis: miniredis counts TTLs down only when told to. It advances them once
-// a second, which costs one pass over the keys a second, where miniredis'
-// own ClockTTL pays that pass on every command. Call the returned function
-// to stop.
-func expireOnWallClock(mr *miniredis.Miniredis) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		ticker := time.NewTicker(time.Second)
-		defer ticker.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-ticker.C:
-				mr.FastForward(now.Sub(last))
-				last = now
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
 }

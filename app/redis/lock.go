@@ -62,17 +62,3 @@ func (s *Store) ReleaseLock(ctx context.Context, holder string) error {
 	}
 	return nil
 }
-
-// LockHolder returns the current holder id, or "".
-func (s *Store) LockHolder(ctx context.Context) (string, error) {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	v, err := s.rdb.Get(ctx, lockKey).Result()
-	if err == goredis.Nil {
-		return "", nil
-	}
-	if err != nil {
-		return "", wrap("read scheduler lock", err)
-	}
-	return v, nil
-}

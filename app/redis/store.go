@@ -525,16 +525,6 @@ func (s *Store) SilentSince(ctx context.Context, t time.Time) ([]string, error) 
 	return ids, nil
 }
 
-// Publish announces a change to every replica's event hub.
-func (s *Store) Publish(ctx context.Context, topic string) error {
-	ctx, cancel := s.bound(ctx)
-	defer cancel()
-	if err := s.rdb.Publish(ctx, s.channel, topic).Err(); err != nil {
-		return wrap("publish", err)
-	}
-	return nil
-}
-
 // wrap marks err as the state store being unavailable when it is a
 // connection or timeout failure, so callers answer 503; other Redis errors
 // stay internal.

@@ -22,6 +22,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/verifier/controlplane/app/embedredis"
 )
 
 // Required reports whether missing services must fail tests, not skip them.
@@ -97,7 +99,7 @@ func Redis(t testing.TB) (addr string, db int, client *goredis.Client) {
 			t.Fatal("CONTROLPLANE_REQUIRE_SERVICES=1 but REDIS_TEST_ADDR is not set")
 		}
 		mr := miniredis.RunT(t)
-		expireOnWallClock(t, mr)
+		t.Cleanup(embedredis.ExpireOnWallClock(mr))
 		client = goredis.NewClient(&goredis.Options{Addr: mr.Addr()})
 		t.Cleanup(func() { client.Close() })
 		return mr.Addr(), 0, client
@@ -171,30 +173,4 @@ func (s *RedisServer) Stop() {
 	_ = s.cmd.Process.Kill()
 	_ = s.cmd.Wait()
 	s.cmd = nil
-}
-
-// expireOnWallClock counts mr's TTLs down once a second until the test
-// ends, so keys expire as on a real Redis.
-func expireOnWallClock(t testing.TB, mr *miniredis.Miniredis) {
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		ticker := time.NewTicker(time.Second)
-		defer ticker.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-ticker.C:
-				mr.FastForward(now.Sub(last))
-				last = now
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		<-stopped
-	})
 }

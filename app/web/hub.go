@@ -172,14 +172,6 @@ func (h *Hub) receive(ctx context.Context) {
 	}
 }
 
-// Announce queues a local change, for callers that want it pushed without
-// waiting for pub/sub.
-func (h *Hub) Announce(topic string) {
-	h.mu.Lock()
-	h.pending[topic] = struct{}{}
-	h.mu.Unlock()
-}
-
 // Subscribe registers a stream for view and queues the current state of
 // everything the view shows, so a client that connects or reconnects first
 // sees the truth. conn, if not nil, is closed when the client is dropped.
