@@ -16,7 +16,7 @@ import (
 	"github.com/verifier/controlplane/app/fleet"
 )
 
-// AlertsData is what the Alerts page shows.
+// AlertsData is the content of the Alerts page.
 type AlertsData struct {
 	Firing   []fleet.Alert
 	Pending  []fleet.Alert

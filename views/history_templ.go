@@ -22,7 +22,7 @@ type Chart struct {
 	URL   string // JSON endpoint, with range=1h
 }
 
-// HistoryPanel draws charts from MySQL snapshots; without history it says
+// HistoryPanel draws charts from MySQL snapshots; without history it explains
 // how to turn it on. Ranges apply to every chart of the panel.
 func HistoryPanel(enabled bool, charts []Chart) templ.Component {
 	return templruntime.GeneratedTemplate(func(templ_7745c5c3_Input templruntime.GeneratedComponentInput) (templ_7745c5c3_Err error) {
@@ -255,11 +255,11 @@ type AuditRow struct {
 	Entry fleet.AuditEntry
 }
 
-// AuditData is what the Audit page shows.
+// AuditData is the content of the Audit page.
 type AuditData struct {
 	Filter AuditFilter
 	Rows   []AuditRow
-	// Source says where the entries come from: MySQL, or the capped Redis list.
+	// Source names where the entries come from: MySQL, or the capped Redis list.
 	Source string
 	// NextBefore is the id for the next page, or 0.
 	NextBefore int64

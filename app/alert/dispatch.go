@@ -9,8 +9,8 @@ import (
 	"github.com/verifier/controlplane/app/fleet"
 )
 
-// Sender delivers one notification to one channel, retrying as it sees fit
-// (notify.Retrier); it logs its own failures.
+// Sender delivers one notification to one channel and retries by its own
+// policy (notify.Retrier). It logs its own failures.
 type Sender interface {
 	Name() string
 	Send(ctx context.Context, n fleet.Notification) error

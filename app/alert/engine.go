@@ -331,7 +331,7 @@ func (e *Engine) Housekeep(ctx context.Context) error {
 	return nil
 }
 
-// Page is what the Alerts page shows.
+// Page is the content of the Alerts page.
 type Page struct {
 	Firing   []fleet.Alert
 	Pending  []fleet.Alert

@@ -202,7 +202,7 @@ func Load(getenv func(string) string) (Config, error) {
 func NewToken() string {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
+		panic(err) // unreachable: since Go 1.24 rand.Read crashes the program itself instead of returning an error
 	}
 	return hex.EncodeToString(b)
 }

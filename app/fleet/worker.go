@@ -183,7 +183,7 @@ func (w *Worker) Derive(now time.Time, grace time.Duration) {
 }
 
 // IsStale reports whether a heartbeat received at last is older than grace.
-// A worker is stale whatever its last status said.
+// A worker is stale whatever its last reported status.
 func IsStale(last, now time.Time, grace time.Duration) bool {
 	return last.IsZero() || now.Sub(last) > grace
 }
@@ -232,7 +232,7 @@ func ErrorRate(processed, failed float64) (float64, bool) {
 	return 100 * failed / processed, true
 }
 
-// DisplayStatus is the status an operator sees: "offline" for a stale
+// DisplayStatus is the status shown to operators: "offline" for a stale
 // worker, else the reported status.
 func (w *Worker) DisplayStatus() string {
 	if w.Stale {

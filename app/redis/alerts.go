@@ -25,13 +25,13 @@ const (
 	resolvedClaimTTL = 24 * time.Hour
 )
 
-// notifyClaimKey is claimed (SET NX) by whoever sends a firing notification;
-// it expires after the cooldown, so within one cooldown one replica and one
-// check at most notify an alert.
+// notifyClaimKey is claimed (SET NX) by the check that sends a firing
+// notification. It expires after the cooldown, so within one cooldown at
+// most one replica and one check notify an alert.
 func notifyClaimKey(fp string) string { return "alerts:notified:" + fp } // string, expires after the cooldown
 
-// resolvedClaimKey is claimed by whoever sends the resolved notification of
-// the incident that started at startsAt.
+// resolvedClaimKey is claimed by the check that sends the resolved
+// notification of the incident that started at startsAt.
 func resolvedClaimKey(fp string, startsAt time.Time) string { // string, expires after a day
 	return "alerts:resolved-notified:" + fp + ":" + strconv.FormatInt(startsAt.UnixMilli(), 10)
 }
@@ -137,7 +137,7 @@ return redis.call('GET', KEYS[1]) or ''
 
 // ClaimNotify atomically claims the right to send a firing notification of
 // the incident of fp that started at startsAt, for one cooldown. Within the
-// cooldown nobody else wins it: a flapping alert's new incident waits for
+// cooldown no other caller wins it, so a flapping alert's new incident waits for
 // the cooldown to end.
 func (s *Store) ClaimNotify(ctx context.Context, fp string, startsAt, now time.Time, cooldown time.Duration) (NotifyClaim, error) {
 	ctx, cancel := s.bound(ctx)

@@ -85,7 +85,7 @@ func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, s.opts.Timeout)
 }
 
-// Ping checks that Redis answers within the timeout.
+// Ping checks that Redis responds within the timeout.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -526,7 +526,7 @@ func (s *Store) SilentSince(ctx context.Context, t time.Time) ([]string, error) 
 }
 
 // wrap marks err as the state store being unavailable when it is a
-// connection or timeout failure, so callers answer 503; other Redis errors
+// connection or timeout failure, so callers respond with 503; other Redis errors
 // stay internal.
 func wrap(step string, err error) error {
 	if errors.Is(err, context.Canceled) {

@@ -30,7 +30,7 @@ type AuditSink interface {
 	AppendAudit(ctx context.Context, e fleet.AuditEntry) error
 }
 
-// Observer is told about accepted heartbeats, rejections and commands, for
+// Observer receives accepted heartbeats, rejections and commands, for
 // metrics. Its methods must not block.
 type Observer interface {
 	HeartbeatAccepted()

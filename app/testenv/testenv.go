@@ -145,7 +145,7 @@ func StartRedisServer(t testing.TB) *RedisServer {
 	return s
 }
 
-// Start starts the server, empty, and waits until it answers.
+// Start starts the server, empty, and waits until it responds to PING.
 func (s *RedisServer) Start() {
 	s.t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
@@ -159,7 +159,7 @@ func (s *RedisServer) Start() {
 	deadline := time.Now().Add(5 * time.Second)
 	for rdb.Ping(context.Background()).Err() != nil {
 		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on %s did not answer within 5 s", s.Addr)
+			s.t.Fatalf("redis-server on %s did not respond to PING within 5 s", s.Addr)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -38,7 +38,7 @@ var statusByCode = map[string]int{
 }
 
 // errorHandler is the one exit for every error: it maps the error's code to
-// a status, answers JSON (or an inline fragment for htmx requests), counts
+// a status, responds with JSON (or an inline fragment for htmx requests), counts
 // it, and logs only internal failures.
 func errorHandler(m *metrics.Metrics, log *slog.Logger, bodyLimit int, retryAfter int) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {

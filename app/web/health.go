@@ -6,12 +6,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// handleHealthz answers while the process runs; it reveals nothing else.
+// handleHealthz returns 200 while the process runs and reveals nothing else.
 func handleHealthz(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ok"})
 }
 
-// handleReadyz answers 200 while Redis answers and the server is not
+// handleReadyz returns 200 while Redis responds and the server is not
 // shutting down, else 503.
 func (s *Server) handleReadyz(c *fiber.Ctx) error {
 	if s.draining.Load() {

@@ -2,7 +2,7 @@ package web
 
 import "github.com/gofiber/fiber/v2"
 
-// UIPrefix is where the dashboard lives.
+// UIPrefix is the URL prefix of the dashboard.
 const UIPrefix = "/verifier-engine-room"
 
 // routes lists every route of the server.
@@ -11,7 +11,7 @@ func (s *Server) routes() {
 	app := s.app
 	app.Use(s.observe, securityHeaders)
 
-	// Probes answer without auth and reveal nothing else.
+	// Probes respond without auth and reveal nothing else.
 	app.Get("/healthz", handleHealthz)
 	app.Get("/readyz", s.handleReadyz)
 	// Browsers ask for it on every page; there is none, and no login is

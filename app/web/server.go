@@ -25,7 +25,7 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
-// Deps are what the server needs; main builds them.
+// Deps are the server's dependencies, built by the cli package.
 type Deps struct {
 	Service  *service.Service
 	Store    Pinger
@@ -33,7 +33,7 @@ type Deps struct {
 	Gatherer prometheus.Gatherer
 	Token    string
 	Log      *slog.Logger
-	// RetryAfter is the Retry-After sent with 503 answers, in seconds.
+	// RetryAfter is the Retry-After sent with 503 responses, in seconds.
 	RetryAfter int
 	// UI serves the dashboard; nil serves the API alone.
 	UI *UI
@@ -75,7 +75,7 @@ func (s *Server) App() *fiber.App { return s.app }
 // Listen serves on addr until Shutdown.
 func (s *Server) Listen(addr string) error { return s.app.Listen(addr) }
 
-// StartDraining makes /readyz answer 503 so load balancers stop sending new
+// StartDraining makes /readyz return 503 so load balancers stop sending new
 // requests while in-flight ones finish.
 func (s *Server) StartDraining() { s.draining.Store(true) }
 

@@ -19,7 +19,7 @@ htmx.config.includeIndicatorStyles = false;
 htmx.config.allowEval = false;
 htmx.config.allowScriptTags = false;
 
-// The server answers a failed action with a message fragment and
+// The server responds to a failed action with a message fragment and
 // HX-Retarget (the flash area, or the form's own row for a validation
 // error), so error responses are swapped like successful ones. 204 keeps
 // the page as it is.
